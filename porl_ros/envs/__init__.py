@@ -1,0 +1,1 @@
+"""Environment back-ends behind one small interface (embedded simulator, Gymnasium, RLBench)."""

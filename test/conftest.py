@@ -1,0 +1,16 @@
+"""Test isolation for DDS: every test session gets its own ROS_DOMAIN_ID (unless the
+caller chose one) and localhost-only discovery, set before rclpy is imported anywhere."""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(10, 99)))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ["PYTHONUNBUFFERED"] = "1"
+
+TEST_DIR = Path(__file__).resolve().parent
+if str(TEST_DIR) not in sys.path:
+    sys.path.insert(0, str(TEST_DIR))
