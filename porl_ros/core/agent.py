@@ -1,0 +1,226 @@
+"""PorlAgent: SAC with a batched critic ensemble and PORL's two stages.
+
+presample: the (pre-trained) actor is frozen, bit for bit, parameters and optimizer
+    state alike; only the critics (and, through Polyak averaging, their targets) learn,
+    at a high update-to-data ratio, from what the frozen policy collects.
+finetune:  standard SAC: critics every update, actor and temperature every K updates.
+
+All randomness (initialisation, target-subset choice, action noise in updates, batch
+indices) comes from generators seeded with config.seed, so a CPU run is reproducible
+bit for bit and the global RNGs are left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PorlConfig
+from .device import resolve_device
+from .networks import CriticEnsemble, SquashedGaussianActor
+from .phases import FINETUNE, PHASES, PRESAMPLE
+from .replay import Batch, ReplayBuffer
+
+
+class PorlAgent:
+    """Critic ensemble + target ensemble + actor + entropy temperature."""
+
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float] | np.ndarray,
+                 action_high: Sequence[float] | np.ndarray, config: Optional[PorlConfig] = None,
+                 actor: Optional[SquashedGaussianActor] = None) -> None:
+        self.config = cfg = config if config is not None else PorlConfig()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = resolve_device(cfg.device)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+
+        # Build networks under a private RNG so the caller's global torch RNG is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            if actor is None:
+                actor = SquashedGaussianActor(obs_dim, act_dim, cfg.actor_hidden, action_low, action_high,
+                                              log_std_min=cfg.actor_log_std_min,
+                                              log_std_max=cfg.actor_log_std_max)
+            self.critic = CriticEnsemble(obs_dim, act_dim, cfg.n_critics, cfg.critic_hidden,
+                                         cfg.critic_layer_norm)
+        if (actor.obs_dim, actor.act_dim) != (obs_dim, act_dim):
+            raise ValueError(f"actor is for obs_dim={actor.obs_dim}, act_dim={actor.act_dim}; "
+                             f"agent has obs_dim={obs_dim}, act_dim={act_dim}")
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32).reshape(-1))
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32).reshape(-1))
+        if not (torch.allclose(actor.action_low.cpu(), low) and torch.allclose(actor.action_high.cpu(), high)):
+            raise ValueError("actor's action bounds differ from the agent's action_low/action_high")
+        self.actor = actor.to(self.device)
+        self.critic.to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), device=self.device, requires_grad=True)
+
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+        self.torch_gen = torch.Generator(device=self.device)
+        self.torch_gen.manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.phase = PRESAMPLE if cfg.presample_steps > 0 else FINETUNE
+        self.critic_updates = 0
+        self.actor_updates = 0
+
+    # ------------------------------------------------------------------ phases
+    def set_phase(self, name: str) -> None:
+        if name not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
+        self.phase = name
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.actor.act(obs, deterministic)
+
+    # ------------------------------------------------------------------ updates
+    def sample_target_members(self) -> torch.Tensor:
+        """A random subset of M distinct target critics (REDQ/RLPD), from the seeded generator."""
+        perm = torch.randperm(self.config.n_critics, generator=self.torch_gen, device=self.device)
+        return perm[: self.config.n_target_critics]
+
+    @torch.no_grad()
+    def compute_target(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD target y = r + gamma (1 - d) (min_{m in subset} Q'_m(s', a') - alpha log pi(a'|s'))."""
+        next_action, next_log_prob = self.actor(batch.next_obs, self.torch_gen)
+        members = self.sample_target_members()
+        next_q = self.critic_target(batch.next_obs, next_action, members).min(dim=0).values
+        soft_q = next_q - self.log_alpha.exp() * next_log_prob
+        y = batch.reward + self.config.gamma * (1.0 - batch.terminated) * soft_q
+        return y, members
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One critic update (+ Polyak); actor and alpha too when in finetune and due."""
+        cfg = self.config
+        y, _ = self.compute_target(batch)
+        q = self.critic(batch.obs, batch.action)  # [N, B]
+        # Sum of per-member MSEs: each member gets exactly its own regression gradient.
+        per_member = (q - y.unsqueeze(0)).pow(2).mean(dim=1)
+        self.critic_opt.zero_grad(set_to_none=True)
+        per_member.sum().backward()
+        self.critic_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
+        self.critic_updates += 1
+        stats = [per_member.detach().mean(), q.detach().mean(), q.detach().std(dim=0).mean()]
+        names = ["critic_loss", "q_mean", "q_std"]
+        if self.phase == FINETUNE and self.critic_updates % cfg.actor_update_every == 0:
+            stats += self._update_actor_and_alpha(batch.obs)
+            names += ["actor_loss", "alpha_loss", "alpha", "entropy"]
+        return dict(zip(names, torch.stack(stats).tolist()))  # one device sync per update
+
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Maximise mean-ensemble Q + entropy; then tune alpha toward the target entropy."""
+        self.critic.requires_grad_(False)  # no wasted critic gradients
+        try:
+            action, log_prob = self.actor(obs, self.torch_gen)
+            q = self.critic(obs, action).mean(dim=0)
+            alpha = self.log_alpha.detach().exp()
+            actor_loss = (alpha * log_prob - q).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+        finally:
+            self.critic.requires_grad_(True)
+        alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        self.actor_updates += 1
+        return [actor_loss.detach(), alpha_loss.detach(), self.log_alpha.detach().exp(),
+                -log_prob.detach().mean()]
+
+    def train_after_env_step(self, replay: ReplayBuffer) -> dict[str, float]:
+        """utd_ratio updates on fresh uniform batches; {} until replay holds learning_starts.
+
+        Returns the mean of each metric over the updates that produced it, plus
+        `updates` (critic updates done in this call).
+        """
+        cfg = self.config
+        if len(replay) < max(cfg.effective_learning_starts, 1):
+            return {}
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for _ in range(cfg.utd_ratio):
+            batch = replay.sample(cfg.batch_size, self.device, self.np_rng)
+            for k, v in self.update(batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+        out = {k: sums[k] / counts[k] for k in sums}
+        out["updates"] = float(cfg.utd_ratio)
+        return out
+
+    # ------------------------------------------------------------------ full state
+    _COUNTERS = ("critic_updates", "actor_updates")
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to resume learning exactly, as a flat name -> CPU tensor dict.
+
+        Networks, targets, log_alpha, Adam states, counters, phase and RNG states;
+        suitable for safetensors (no pickle).
+        """
+        out: dict[str, torch.Tensor] = {}
+        for prefix, module in (("actor", self.actor), ("critic", self.critic), ("critic_target", self.critic_target)):
+            for k, v in module.state_dict().items():
+                out[f"{prefix}.{k}"] = v.detach().cpu().clone()
+        out["log_alpha"] = self.log_alpha.detach().cpu().clone()
+        for name, opt in (("actor_opt", self.actor_opt), ("critic_opt", self.critic_opt), ("alpha_opt", self.alpha_opt)):
+            for idx, st in opt.state_dict()["state"].items():
+                for k, v in st.items():
+                    out[f"{name}.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().clone()
+        for c in self._COUNTERS:
+            out[f"counter.{c}"] = torch.tensor(getattr(self, c), dtype=torch.int64)
+        out["phase"] = torch.tensor(PHASES.index(self.phase), dtype=torch.int64)
+        out["rng.torch"] = self.torch_gen.get_state().cpu().clone()
+        st = self.np_rng.bit_generator.state
+        words = [st["state"]["state"], st["state"]["inc"], st["has_uint32"], st["uinteger"]]
+        out["rng.numpy"] = torch.tensor(
+            np.frombuffer(b"".join(int(w).to_bytes(16, "little") for w in words), dtype=np.uint8).copy())
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of state_tensors(); raises ValueError naming a missing or mis-shaped entry."""
+        def get(name: str) -> torch.Tensor:
+            if name not in tensors:
+                raise ValueError(f"learner state: missing tensor {name!r}")
+            return tensors[name]
+
+        for prefix, module in (("actor", self.actor), ("critic", self.critic), ("critic_target", self.critic_target)):
+            sd = module.state_dict()
+            new = {}
+            for k, v in sd.items():
+                t = get(f"{prefix}.{k}")
+                if t.shape != v.shape:
+                    raise ValueError(f"learner state: {prefix}.{k} has shape {tuple(t.shape)}, "
+                                     f"expected {tuple(v.shape)}")
+                new[k] = t
+            module.load_state_dict(new)
+        with torch.no_grad():
+            self.log_alpha.copy_(get("log_alpha"))
+        for name, opt in (("actor_opt", self.actor_opt), ("critic_opt", self.critic_opt), ("alpha_opt", self.alpha_opt)):
+            sd = opt.state_dict()
+            n_params = len(sd["param_groups"][0]["params"])
+            state = {}
+            for idx in range(n_params):
+                keys = [k for k in tensors if k.startswith(f"{name}.{idx}.")]
+                if keys:
+                    state[idx] = {k.rsplit(".", 1)[1]: tensors[k].clone() for k in keys}
+            sd["state"] = state
+            opt.load_state_dict(sd)  # moves state to the parameters' device
+        for c in self._COUNTERS:
+            setattr(self, c, int(get(f"counter.{c}")))
+        self.phase = PHASES[int(get("phase"))]
+        self.torch_gen.set_state(get("rng.torch").to(torch.uint8))
+        raw = get("rng.numpy").numpy().tobytes()
+        words = [int.from_bytes(raw[i:i + 16], "little") for i in range(0, 64, 16)]
+        self.np_rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": words[0], "inc": words[1]},
+                                           "has_uint32": words[2], "uinteger": words[3]}

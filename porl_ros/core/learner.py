@@ -1,0 +1,248 @@
+"""The learner's bookkeeping around PorlAgent, free of ROS.
+
+`PorlLearner` is what the learner node wraps and what the experiment runner drives
+in-process: it validates and stores transitions (per-source sequence numbers, gaps
+counted, duplicates refused), switches the PORL phase after T env steps, runs the
+updates owed per env step, decides when new actor weights are due, and keeps the
+episode statistics (return, success, Q calibration) a user watches.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .agent import PorlAgent
+from .checkpoint import PolicyMeta
+from .config import PorlConfig
+from .networks import SquashedGaussianActor
+from .phases import FINETUNE, PRESAMPLE, PhaseSchedule
+from .replay import ReplayBuffer
+
+
+class TransitionRejected(ValueError):
+    """A transition refused at the boundary; the message names the field."""
+
+
+@dataclass
+class EpisodeRecord:
+    source: int
+    episode: int
+    env_steps: int  # learner env-step count at the episode's end
+    length: int
+    episode_return: float
+    success: bool
+    phase: str
+    q_calibration_gap: float  # mean(Q(s,a) - discounted return to go) over the episode
+
+
+@dataclass
+class _OpenEpisode:
+    episode: int
+    rewards: list = field(default_factory=list)
+    q_estimates: list = field(default_factory=list)
+    success: bool = False
+
+
+class PorlLearner:
+    """Replay + agent + phase schedule + statistics."""
+
+    def __init__(self, agent: PorlAgent, replay_capacity: int, num_sources: int = 1,
+                 weights_every_env_steps: int = 1, stats_window: int = 20) -> None:
+        if replay_capacity < 1:
+            raise ValueError(f"replay_capacity must be >= 1, got {replay_capacity}")
+        if num_sources < 1:
+            raise ValueError(f"num_sources must be >= 1, got {num_sources}")
+        if weights_every_env_steps < 1:
+            raise ValueError(f"weights_every_env_steps must be >= 1, got {weights_every_env_steps}")
+        self.agent = agent
+        self.config: PorlConfig = agent.config
+        self.replay = ReplayBuffer(replay_capacity, agent.obs_dim, agent.act_dim)
+        self.schedule = PhaseSchedule(self.config.presample_steps)
+        self.num_sources = num_sources
+        self.weights_every = weights_every_env_steps
+        low = agent.actor.action_low.cpu().numpy()
+        high = agent.actor.action_high.cpu().numpy()
+        # Actions are checked against the bounds with a small tolerance for float32 rounding.
+        self._low, self._high = low - 1e-4 * (high - low), high + 1e-4 * (high - low)
+        self.env_steps = 0
+        self.next_seq = [0] * num_sources
+        self.seq_gaps = 0
+        self.rejected = collections.Counter()
+        self.policy_version = 0
+        self._actor_updates_published = agent.actor_updates
+        self.episodes: list[EpisodeRecord] = []
+        self._open: dict[int, _OpenEpisode] = {}
+        self._recent = collections.deque(maxlen=stats_window)
+        self.last_metrics: dict[str, float] = {}
+        self._update_times: collections.deque = collections.deque(maxlen=200)  # (time, critic_updates)
+        self._step_times: collections.deque = collections.deque(maxlen=200)  # (time, env_steps)
+
+    @property
+    def phase(self) -> str:
+        return self.agent.phase
+
+    # ------------------------------------------------------------------ input
+    def validate(self, source: int, seq: int, state, action, reward, next_state) -> tuple:
+        """Check one transition; returns float32 arrays or raises TransitionRejected naming the field."""
+        def vector(name: str, value, size: int) -> np.ndarray:
+            arr = np.asarray(value, dtype=np.float32).reshape(-1)
+            if arr.shape[0] != size:
+                raise TransitionRejected(f"{name} has {arr.shape[0]} values, expected {size}")
+            if not np.all(np.isfinite(arr)):
+                raise TransitionRejected(f"{name} contains NaN or inf")
+            return arr
+
+        if not 0 <= source < self.num_sources:
+            raise TransitionRejected(f"bridge_id {source} is not in [0, {self.num_sources})")
+        if seq < self.next_seq[source]:
+            raise TransitionRejected(f"seq {seq} of bridge {source} is a duplicate or out of order "
+                                     f"(expected >= {self.next_seq[source]})")
+        s = vector("state", state, self.agent.obs_dim)
+        a = vector("action", action, self.agent.act_dim)
+        ns = vector("next_state", next_state, self.agent.obs_dim)
+        if np.any(a < self._low) or np.any(a > self._high):
+            raise TransitionRejected("action is outside the action bounds")
+        if not math.isfinite(float(reward)):
+            raise TransitionRejected("reward is NaN or inf")
+        return s, a, float(reward), ns
+
+    def add_transition(self, source: int, seq: int, episode: int, state, action, reward: float, next_state,
+                       terminated: bool, truncated: bool, success: bool) -> Optional[EpisodeRecord]:
+        """Validate and store one transition; returns the EpisodeRecord when it ends an episode.
+
+        Raises TransitionRejected (counted in `rejected`) and stores nothing when invalid.
+        """
+        try:
+            s, a, r, ns = self.validate(source, seq, state, action, reward, next_state)
+        except TransitionRejected as e:
+            self.rejected[str(e).split(" ")[0]] += 1
+            raise
+        if seq > self.next_seq[source]:
+            self.seq_gaps += seq - self.next_seq[source]
+        self.next_seq[source] = seq + 1
+        self.replay.add(s, a, r, ns, bool(terminated), source=source)
+        self.env_steps += 1
+        self._step_times.append((time.monotonic(), self.env_steps))
+        if self.phase == PRESAMPLE and self.schedule.phase(self.env_steps) == FINETUNE:
+            self.agent.set_phase(FINETUNE)
+
+        current = self._open.get(source)
+        if current is None or current.episode != episode:
+            current = self._open[source] = _OpenEpisode(episode)
+        current.rewards.append(r)
+        current.q_estimates.append(self._q_estimate(s, a))
+        current.success |= bool(success)
+        if terminated or truncated:
+            return self._close_episode(source, current, bootstrap=None if terminated else ns)
+        return None
+
+    # ------------------------------------------------------------------ learning
+    def train(self) -> dict[str, float]:
+        """The critic (and, in finetune, actor) updates owed for one env step."""
+        metrics = self.agent.train_after_env_step(self.replay)
+        if metrics:
+            self.last_metrics = metrics
+            self._update_times.append((time.monotonic(), self.agent.critic_updates))
+        return metrics
+
+    def train_one_update(self) -> dict[str, float]:
+        """A single update (free-running learners call this as fast as they can)."""
+        if len(self.replay) < max(self.config.effective_learning_starts, 1):
+            return {}
+        batch = self.replay.sample(self.config.batch_size, self.agent.device, self.agent.np_rng)
+        metrics = self.agent.update(batch)
+        self.last_metrics = metrics
+        self._update_times.append((time.monotonic(), self.agent.critic_updates))
+        return metrics
+
+    def weights_due(self) -> bool:
+        """New weights are due when the actor changed and `weights_every` steps have passed."""
+        changed = self.agent.actor_updates > self._actor_updates_published
+        return changed and self.env_steps % self.weights_every == 0
+
+    def mark_weights_published(self) -> int:
+        """Record a weights broadcast; returns its (strictly increasing) version."""
+        self.policy_version += 1
+        self._actor_updates_published = self.agent.actor_updates
+        return self.policy_version
+
+    def policy_meta(self, env_id: str = "") -> PolicyMeta:
+        return PolicyMeta.for_actor(self.agent.actor, env_id=env_id, policy_version=self.policy_version)
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def _q_estimate(self, state: np.ndarray, action: np.ndarray) -> float:
+        device = self.agent.device
+        s = torch.as_tensor(state, device=device).unsqueeze(0)
+        a = torch.as_tensor(action, device=device).unsqueeze(0)
+        return float(self.agent.critic(s, a).mean())
+
+    @torch.no_grad()
+    def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
+        gamma = self.config.gamma
+        # Monte-Carlo return to go; a truncated episode bootstraps its tail with the critic.
+        tail = 0.0
+        if bootstrap is not None:
+            obs = torch.as_tensor(bootstrap, device=self.agent.device).unsqueeze(0)
+            tail = self._q_estimate(bootstrap, self.agent.actor.mean_action(obs)[0].cpu().numpy())
+        returns = np.empty(len(ep.rewards))
+        running = tail
+        for i in range(len(ep.rewards) - 1, -1, -1):
+            running = ep.rewards[i] + gamma * running
+            returns[i] = running
+        gap = float(np.mean(np.asarray(ep.q_estimates) - returns))
+        record = EpisodeRecord(source=source, episode=ep.episode, env_steps=self.env_steps, length=len(ep.rewards),
+                               episode_return=float(sum(ep.rewards)), success=ep.success, phase=self.phase,
+                               q_calibration_gap=gap)
+        self.episodes.append(record)
+        self._recent.append(record)
+        del self._open[source]
+        return record
+
+    @staticmethod
+    def _rate(samples: collections.deque) -> float:
+        if len(samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = samples[0], samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def summary(self) -> dict[str, float]:
+        """Numbers for TrainingStatus and the progress line."""
+        recent = list(self._recent)
+        updates_per_s, steps_per_s = self._rate(self._update_times), self._rate(self._step_times)
+        return {
+            "phase": self.phase,
+            "env_steps": self.env_steps,
+            "gradient_updates": self.agent.critic_updates,
+            "actor_updates": self.agent.actor_updates,
+            "policy_version": self.policy_version,
+            "episodes": len(self.episodes),
+            "success_rate": float(np.mean([r.success for r in recent])) if recent else 0.0,
+            "last_episode_return": recent[-1].episode_return if recent else 0.0,
+            "q_calibration_gap": float(np.mean([r.q_calibration_gap for r in recent])) if recent else 0.0,
+            "critic_loss": self.last_metrics.get("critic_loss", 0.0),
+            "actor_loss": self.last_metrics.get("actor_loss", 0.0),
+            "alpha": self.agent.alpha,
+            "q_mean": self.last_metrics.get("q_mean", 0.0),
+            "replay_size": len(self.replay),
+            "updates_per_second": updates_per_s,
+            "env_steps_per_second": steps_per_s,
+            "effective_utd": updates_per_s / steps_per_s if steps_per_s > 0 else 0.0,
+            "seq_gaps": self.seq_gaps,
+            "rejected_transitions": sum(self.rejected.values()),
+        }
+
+
+def build_learner(actor: SquashedGaussianActor, config: PorlConfig, replay_capacity: int,
+                  num_sources: int = 1, weights_every_env_steps: int = 1) -> PorlLearner:
+    """A PorlLearner around a (pre-trained or fresh) actor."""
+    agent = PorlAgent(actor.obs_dim, actor.act_dim, actor.action_low.cpu().numpy(),
+                      actor.action_high.cpu().numpy(), config, actor=actor)
+    return PorlLearner(agent, replay_capacity, num_sources, weights_every_env_steps)

@@ -1,0 +1,170 @@
+"""Replay buffer: preallocated numpy ring, uniform sampling, one host-to-device copy per batch.
+
+All float columns of a transition live side by side in one [capacity, width] float32
+array, so a batch is one fancy-index gather, one torch.from_numpy(...).to(device) and
+column views: a single transfer per batch whatever the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from ._atomic import atomic_write_bytes, read_safetensors_metadata
+
+FORMAT = "porl_ros.replay"
+FORMAT_VERSION = 1
+
+
+class ReplayFileError(ValueError):
+    """A replay file that is missing, truncated, corrupt or inconsistent (names the path)."""
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # [B, obs_dim]
+    action: torch.Tensor  # [B, act_dim]
+    reward: torch.Tensor  # [B]
+    next_obs: torch.Tensor  # [B, obs_dim]
+    terminated: torch.Tensor  # [B], 1.0 where the episode truly ended (no bootstrap)
+
+
+class ReplayBuffer:
+    """Fixed-capacity FIFO of transitions; once full the oldest is overwritten."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        for name, v in (("capacity", capacity), ("obs_dim", obs_dim), ("act_dim", act_dim)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        self.capacity, self.obs_dim, self.act_dim = int(capacity), int(obs_dim), int(act_dim)
+        o, a = self.obs_dim, self.act_dim
+        # Column layout: obs | action | reward | next_obs | terminated
+        self._cols = {"obs": slice(0, o), "action": slice(o, o + a), "reward": slice(o + a, o + a + 1),
+                      "next_obs": slice(o + a + 1, 2 * o + a + 1),
+                      "terminated": slice(2 * o + a + 1, 2 * o + a + 2)}
+        self.width = 2 * o + a + 2
+        self._data = np.zeros((self.capacity, self.width), dtype=np.float32)
+        self._source = np.zeros(self.capacity, dtype=np.int32)
+        self.size = 0
+        self.cursor = 0  # next slot to write
+
+    def __len__(self) -> int:
+        return self.size
+
+    # ---------------------------------------------------------------- writing
+    def _check(self, name: str, value, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: not numeric ({value!r:.80})") from None
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+        return arr
+
+    def add(self, obs, action, reward, next_obs, terminated, source: int = 0) -> None:
+        """Append one transition; everything is validated before anything is written."""
+        o = self._check("obs", obs, (self.obs_dim,))
+        a = self._check("action", action, (self.act_dim,))
+        r = self._check("reward", reward, ())
+        no = self._check("next_obs", next_obs, (self.obs_dim,))
+        if isinstance(terminated, (np.ndarray, np.generic)) and terminated.shape == ():
+            terminated = terminated.item()
+        if not isinstance(terminated, (bool, int)) or terminated not in (0, 1):
+            raise ValueError(f"terminated: expected a bool, got {terminated!r}")
+        if isinstance(source, np.integer):
+            source = int(source)
+        if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < 2**31:
+            raise ValueError(f"source: expected an int in [0, 2**31), got {source!r}")
+        row = self._data[self.cursor]
+        row[self._cols["obs"]] = o
+        row[self._cols["action"]] = a
+        row[self._cols["reward"]] = r
+        row[self._cols["next_obs"]] = no
+        row[self._cols["terminated"]] = float(terminated)
+        self._source[self.cursor] = source
+        self.cursor = (self.cursor + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    # ---------------------------------------------------------------- reading
+    def sample(self, batch_size: int, device: str | torch.device = "cpu",
+               generator: Optional[np.random.Generator] = None) -> Batch:
+        """Uniform sample with replacement (so any batch size works once size >= 1)."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rng = generator if generator is not None else np.random.default_rng()
+        idx = rng.integers(0, self.size, size=batch_size)
+        t = torch.from_numpy(self._data[idx]).to(device, non_blocking=True)
+        c = self._cols
+        return Batch(obs=t[:, c["obs"]], action=t[:, c["action"]], reward=t[:, c["reward"].start],
+                     next_obs=t[:, c["next_obs"]], terminated=t[:, c["terminated"].start])
+
+    def _ordered(self) -> np.ndarray:
+        """Indices of stored transitions, oldest first."""
+        start = self.cursor if self.size == self.capacity else 0
+        return (start + np.arange(self.size)) % self.capacity
+
+    def column(self, name: str) -> np.ndarray:
+        """A copy of one column (obs, action, reward, next_obs, terminated, source), oldest first."""
+        idx = self._ordered()
+        if name == "source":
+            return self._source[idx].copy()
+        if name not in self._cols:
+            raise ValueError(f"unknown column {name!r}")
+        out = self._data[idx][:, self._cols[name]]
+        return out[:, 0].copy() if name in ("reward", "terminated") else out.copy()
+
+    # ---------------------------------------------------------------- disk
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically as safetensors; the ring position is kept in the header."""
+        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "capacity": str(self.capacity),
+                "size": str(self.size), "cursor": str(self.cursor), "obs_dim": str(self.obs_dim),
+                "act_dim": str(self.act_dim), "columns": json.dumps({k: [v.start, v.stop] for k, v in self._cols.items()})}
+        blob = st_save({"data": np.ascontiguousarray(self._data[:self.size]),
+                        "source": np.ascontiguousarray(self._source[:self.size])}, metadata=meta)
+        atomic_write_bytes(path, blob)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ReplayBuffer":
+        """Read a file written by save(); any damage raises ReplayFileError naming the path."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ReplayFileError(f"{path}: cannot read replay file: {e}") from None
+        try:
+            meta = read_safetensors_metadata(raw)
+            arrays = st_load(raw)
+        except Exception as e:  # noqa: BLE001 -- the Rust loader raises several exception types
+            raise ReplayFileError(f"{path}: not a valid replay file (truncated or corrupt?): {e}") from None
+        if meta.get("format") != FORMAT:
+            raise ReplayFileError(f"{path}: not a porl_ros replay file (format={meta.get('format')!r})")
+        try:
+            version = int(meta["format_version"])
+            capacity, size, cursor = int(meta["capacity"]), int(meta["size"]), int(meta["cursor"])
+            obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
+        except (KeyError, ValueError) as e:
+            raise ReplayFileError(f"{path}: missing or bad header field: {e}") from None
+        if version != FORMAT_VERSION:
+            raise ReplayFileError(f"{path}: unsupported format_version {version} (expected {FORMAT_VERSION})")
+        buf = cls(capacity, obs_dim, act_dim)
+        data, source = arrays.get("data"), arrays.get("source")
+        if data is None or source is None or data.dtype != np.float32 or source.dtype != np.int32 \
+                or data.shape != (size, buf.width) or source.shape != (size,) \
+                or not 0 <= size <= capacity or not 0 <= cursor < capacity \
+                or (size < capacity and cursor != size % capacity):
+            raise ReplayFileError(f"{path}: tensors do not match the header (capacity={capacity}, "
+                                  f"size={size}, cursor={cursor})")
+        buf._data[:size] = data
+        buf._source[:size] = source
+        buf.size, buf.cursor = size, cursor
+        return buf

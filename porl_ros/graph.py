@@ -1,0 +1,60 @@
+"""The one description of the fine-tuning graph: which nodes, their executables, names,
+namespaces and parameter files. `launch/finetune.launch.py` (for a ROS 2 install) and
+`porl-ros run` (this project's own runner) are both built from it, so they cannot
+drift apart. No rclpy import here: the launch file and the tests read it as plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "porl_ros"
+TOPIC_PREFIX = "/porl"
+
+# Parameter files, applied in this order (later ones override earlier ones).
+BASE_CONFIG = "finetune.yaml"
+PROFILE_CONFIGS = {"cpu": "profile_cpu.yaml", "gpu": "profile_gpu.yaml"}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph."""
+
+    name: str  # ROS node name; also its section in the parameter files
+    executable: str  # console entry point (`ros2 run porl_ros <executable>`)
+    module: str  # Python module whose main() runs the node
+    namespace: str = ""
+    # Parameters set by the graph itself (on top of the parameter files).
+    parameters: dict = field(default_factory=dict)
+
+
+def finetune_graph(num_bridges: int = 1) -> list[NodeSpec]:
+    """The nodes of a fine-tuning run: one learner; per bridge a bridge, an exploration
+    controller and a policy server, namespaced `bridge_<i>` when there are several."""
+    if num_bridges < 1:
+        raise ValueError(f"num_bridges must be >= 1, got {num_bridges}")
+    nodes = [NodeSpec("learner", "learner", "porl_ros.nodes.learner",
+                      parameters={"num_bridges": num_bridges})]
+    for index in range(num_bridges):
+        namespace = f"bridge_{index}" if num_bridges > 1 else ""
+        per_bridge = {"bridge_id": index}
+        nodes += [
+            NodeSpec("policy_server", "policy_server", "porl_ros.nodes.policy_server", namespace),
+            NodeSpec("exploration_controller", "exploration_controller",
+                     "porl_ros.nodes.exploration_controller", namespace, dict(per_bridge)),
+            NodeSpec("sim_bridge", "sim_bridge", "porl_ros.nodes.sim_bridge", namespace, dict(per_bridge)),
+        ]
+    return nodes
+
+
+def config_files(profile: str) -> list[str]:
+    """The parameter files (names inside config/) for a profile, in the order applied."""
+    if profile not in PROFILE_CONFIGS:
+        raise ValueError(f"unknown profile '{profile}'; choose one of {sorted(PROFILE_CONFIGS)}")
+    return [BASE_CONFIG, PROFILE_CONFIGS[profile]]
+
+
+def source_config_dir() -> Path:
+    """config/ of a source checkout (editable install); the launch file uses the share dir."""
+    return Path(__file__).resolve().parents[1] / "config"

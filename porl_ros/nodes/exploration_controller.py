@@ -1,0 +1,148 @@
+"""Exploration controller: turns each observation into an action.
+
+Asks the policy server (GetAction) for the policy's action, then applies PORL's
+epsilon-greedy for the learner's current phase: with probability epsilon the executed
+action is uniform in the action bounds. Publishes Action with `exploratory` and the
+`policy_version` that produced it. Only the newest observation is answered; a request
+that fails or times out is retried while that observation is still the newest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.node import Node
+
+from porl_ros.core.checkpoint import CheckpointError, load_actor
+from porl_ros.core.exploration import EpsilonGreedy, EpsilonSchedule, StagedEpsilon
+from porl_ros.core.phases import FINETUNE, PRESAMPLE
+from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
+                                   probability, run_node)
+from porl_ros.nodes.qos import STREAM_QOS
+from porl_ros_interfaces.msg import Action, Observation
+from porl_ros_interfaces.srv import GetAction
+
+PARAMS = [
+    Param("checkpoint", "", "Actor checkpoint whose metadata gives the action bounds (required)."),
+    Param("bridge_id", 0, "Bridge whose observations this controller answers.", **non_negative()),
+    Param("seed", 0, "Seed of the epsilon-greedy generator.", **non_negative()),
+    Param("presample_epsilon", 0.3, "Epsilon at the start of the pre-sample stage.", **probability()),
+    Param("presample_epsilon_end", 0.3, "Epsilon at the end of its linear decay in pre-sample.", **probability()),
+    Param("presample_epsilon_decay_steps", 0, "Steps of that decay (0: constant).", **non_negative()),
+    Param("finetune_epsilon", 0.0, "Epsilon at the start of fine-tuning.", **probability()),
+    Param("finetune_epsilon_end", 0.0, "Epsilon at the end of its linear decay in fine-tune.", **probability()),
+    Param("finetune_epsilon_decay_steps", 0, "Steps of that decay (0: constant).", **non_negative()),
+    Param("presample_policy_action", "mean", "Policy action in pre-sample: 'mean' or 'sample'.",
+          **one_of("mean", "sample")),
+    Param("finetune_policy_action", "sample", "Policy action in fine-tune: 'mean' or 'sample' (SAC).",
+          **one_of("mean", "sample")),
+    Param("request_timeout_s", 15.0, "Retry a GetAction call unanswered for this long.", **positive()),
+    Param("observation_topic", "porl/observation", "Observations from the bridge."),
+    Param("action_topic", "porl/action", "Actions to the bridge."),
+    Param("get_action_service", "porl/get_action", "The policy server's GetAction service."),
+]
+
+
+class ExplorationController(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("exploration_controller", **node_kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        if not p["checkpoint"]:
+            raise ParameterError("parameter 'checkpoint' is required (it gives the action bounds)")
+        try:
+            _, meta = load_actor(p["checkpoint"])
+        except CheckpointError as e:
+            raise ParameterError(f"parameter 'checkpoint': {e}") from None
+        self.obs_dim = meta.obs_dim
+        self.greedy = EpsilonGreedy(meta.action_low, meta.action_high, seed=p["seed"])
+        self.epsilon = StagedEpsilon(
+            EpsilonSchedule(p["presample_epsilon"], p["presample_epsilon_end"], p["presample_epsilon_decay_steps"]),
+            EpsilonSchedule(p["finetune_epsilon"], p["finetune_epsilon_end"], p["finetune_epsilon_decay_steps"]))
+        self.steps_in_phase = {PRESAMPLE: 0, FINETUNE: 0}
+        self.current_phase = PRESAMPLE
+        self.pending: Observation | None = None  # newest observation not yet answered
+        self.request_sent_at = 0.0
+        self.in_flight = None
+        self.rejected_observations = 0
+        self.exploratory_actions = 0
+        self.actions_sent = 0
+
+        self.client = self.create_client(GetAction, p["get_action_service"])
+        self.action_pub = self.create_publisher(Action, p["action_topic"], STREAM_QOS)
+        self.create_subscription(Observation, p["observation_topic"], self._on_observation, STREAM_QOS)
+        self.create_timer(0.5, self._check_request)
+
+    def _on_observation(self, obs: Observation) -> None:
+        if obs.bridge_id != self.p["bridge_id"]:
+            return
+        try:
+            from_float32_field(obs.state, self.obs_dim, "observation.state")
+        except ValueError as e:
+            self.rejected_observations += 1
+            self.get_logger().error(f"rejected observation (episode {obs.episode}, step {obs.step}): {e}")
+            return
+        self.pending = obs
+        self._request(obs)
+
+    def _request(self, obs: Observation) -> None:
+        if not self.client.service_is_ready():
+            self.get_logger().warning("waiting for the policy server's GetAction service...",
+                                      throttle_duration_sec=5.0)
+            self.in_flight = None
+            self.request_sent_at = time.monotonic()
+            return
+        phase = obs.phase if obs.phase in (PRESAMPLE, FINETUNE) else self.current_phase
+        mode = self.p["presample_policy_action" if phase == PRESAMPLE else "finetune_policy_action"]
+        request = GetAction.Request(deterministic=(mode == "mean"), min_policy_version=obs.required_policy_version)
+        request.state = obs.state
+        self.request_sent_at = time.monotonic()
+        self.in_flight = self.client.call_async(request)
+        self.in_flight.add_done_callback(lambda future, obs=obs, phase=phase: self._on_response(future, obs, phase))
+
+    def _on_response(self, future, obs: Observation, phase: str) -> None:
+        if self.pending is not obs:
+            return  # a newer observation arrived meanwhile; its own request answers it
+        response = future.result()
+        if response is None or not response.ok:
+            why = response.error if response is not None else "no response"
+            self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
+            self._request(obs)
+            return
+        self.pending = None
+        self.in_flight = None
+        if phase != self.current_phase:
+            self.get_logger().info(f"phase is now {phase}")
+            self.current_phase = phase
+        epsilon = self.epsilon.value(phase, self.steps_in_phase[phase])
+        self.steps_in_phase[phase] += 1
+        policy_action = np.asarray(response.action, dtype=np.float32)
+        executed, exploratory = self.greedy(policy_action, epsilon)
+        message = Action(bridge_id=obs.bridge_id, episode=obs.episode, step=obs.step,
+                         exploratory=bool(exploratory), policy_version=response.policy_version)
+        message.header.stamp = self.get_clock().now().to_msg()
+        message.header.frame_id = obs.header.frame_id
+        message.action = to_float32_field(executed)
+        self.action_pub.publish(message)
+        self.actions_sent += 1
+        self.exploratory_actions += int(exploratory)
+
+    def _check_request(self) -> None:
+        """Deadline on the pending request: retry a lost or unanswered one."""
+        if self.pending is None:
+            return
+        if self.in_flight is None or time.monotonic() - self.request_sent_at > self.p["request_timeout_s"]:
+            if self.in_flight is not None:
+                self.get_logger().warning(
+                    f"no GetAction answer in {self.p['request_timeout_s']} s; retrying")
+                self.client.remove_pending_request(self.in_flight)
+            self._request(self.pending)
+
+
+def main(args=None) -> int:
+    return run_node(ExplorationController, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

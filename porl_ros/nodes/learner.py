@@ -1,0 +1,290 @@
+"""Learner: replay buffer + PORL agent (critic ensemble, SAC actor) on GPU when there is one.
+
+Consumes Transitions, runs the pre-sample stage (actor frozen, critics trained at UTD
+`utd_ratio`) for `presample_steps` env steps and then fine-tunes with SAC, publishes
+versioned actor weights (latched), TrainingStatus, and writes checkpoints and a
+metrics log into `run_dir`. In lockstep mode each transition's updates run before its
+TransitionAck, so the UTD ratio is exact; in free_running mode a training thread
+updates as fast as it can and the status reports the effective UTD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rclpy.node import Node
+
+from porl_ros.core.checkpoint import CheckpointError, PolicyMeta, actor_to_bytes, load_actor, save_actor
+from porl_ros.core.config import PorlConfig
+from porl_ros.core.learner import TransitionRejected, build_learner
+from porl_ros.core.networks import SquashedGaussianActor
+from porl_ros.nodes.conversions import to_uint8_field
+from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
+                                   probability, run_node)
+from porl_ros.nodes.qos import LATCHED_QOS, STATUS_QOS, STREAM_QOS
+from porl_ros_interfaces.msg import PolicyWeights, TrainingStatus, Transition, TransitionAck
+
+LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
+DONE = "done"
+
+PARAMS = [
+    Param("checkpoint", "", "Pre-trained actor to fine-tune (actor.safetensors + meta.json). Empty: "
+          "SAC from scratch, sizes from 'env_id'."),
+    Param("env_id", "metaworld/push-v3", "Only used for sizes and bounds when 'checkpoint' is empty."),
+    Param("run_dir", "runs/latest", "Directory for checkpoints, metrics.jsonl and the final actor."),
+    Param("timing_mode", LOCKSTEP, "'lockstep' or 'free_running' (must match the bridges).",
+          **one_of(LOCKSTEP, FREE_RUNNING)),
+    Param("num_bridges", 1, "Number of bridges feeding this learner (bridge ids 0..N-1).", **positive()),
+    Param("total_env_steps", 20000, "End of the run: final checkpoint, then the learner exits "
+          "(0: run until stopped).", **non_negative()),
+    Param("presample_steps", 5000, "T: env steps of the pre-sample stage (actor frozen).", **non_negative()),
+    Param("n_critics", 10, "Critic ensemble size.", **positive()),
+    Param("n_target_critics", 2, "Target = min over this many randomly chosen target critics.", **positive()),
+    Param("critic_layer_norm", True, "LayerNorm in the critics."),
+    Param("critic_hidden", [256, 256], "Hidden layer sizes of each critic."),
+    Param("utd_ratio", 16, "Critic updates per env step.", **positive()),
+    Param("actor_update_every", 1, "Actor and temperature update every K critic updates (fine-tune).",
+          **positive()),
+    Param("batch_size", 256, "Minibatch size.", **positive()),
+    Param("learning_starts", 256, "Replay size before updates start.", **positive()),
+    Param("gamma", 0.99, "Discount.", check=lambda v: 0.0 <= v < 1.0, requirement="in [0, 1)"),
+    Param("tau", 0.005, "Polyak rate of the target critics.", check=lambda v: 0.0 < v <= 1.0,
+          requirement="in (0, 1]"),
+    Param("actor_lr", 3e-4, "Adam learning rate of the actor.", **positive()),
+    Param("critic_lr", 3e-4, "Adam learning rate of the critics.", **positive()),
+    Param("alpha_lr", 3e-4, "Adam learning rate of the entropy temperature.", **positive()),
+    Param("init_alpha", 0.1, "Initial entropy temperature.", **positive()),
+    Param("target_entropy", float("-inf"), "Target entropy; -inf means -act_dim."),
+    Param("replay_capacity", 1_000_000, "Replay buffer capacity (transitions).", **positive()),
+    Param("device", "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."),
+    Param("seed", 0, "Seed of critic initialisation, batches and action noise.", **non_negative()),
+    Param("torch_threads", 0, "CPU threads for torch (0: torch's default). In lockstep beside the other "
+          "nodes on a small CPU, 1 avoids OpenMP threads spinning against the simulator.", **non_negative()),
+    Param("weights_every_env_steps", 10, "Publish new actor weights at most every N env steps.",
+          **positive()),
+    Param("max_weights_rate_hz", 2.0, "free_running: at most this many weight broadcasts per second.",
+          **positive()),
+    Param("checkpoint_every_env_steps", 5000, "Save the actor every N env steps (0: only at the end).",
+          **non_negative()),
+    Param("status_rate_hz", 2.0, "TrainingStatus publishing rate.", **positive()),
+    Param("presample_epsilon", 0.3, "Reported in TrainingStatus (the controller applies it).",
+          **probability()),
+    Param("transition_topic", "/porl/transition", "Transitions from the bridges."),
+    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements to the bridges."),
+    Param("weights_topic", "/porl/policy_weights", "Versioned actor weights (latched)."),
+    Param("status_topic", "/porl/status", "TrainingStatus."),
+]
+
+
+def _porl_config(p: dict) -> PorlConfig:
+    try:
+        return PorlConfig(
+            n_critics=p["n_critics"], n_target_critics=p["n_target_critics"],
+            critic_layer_norm=p["critic_layer_norm"], critic_hidden=tuple(p["critic_hidden"]),
+            utd_ratio=p["utd_ratio"], actor_update_every=p["actor_update_every"], batch_size=p["batch_size"],
+            learning_starts=p["learning_starts"], gamma=p["gamma"], tau=p["tau"], actor_lr=p["actor_lr"],
+            critic_lr=p["critic_lr"], alpha_lr=p["alpha_lr"], init_alpha=p["init_alpha"],
+            target_entropy=None if p["target_entropy"] == float("-inf") else p["target_entropy"],
+            presample_steps=p["presample_steps"], device=p["device"], seed=p["seed"])
+    except ValueError as e:
+        raise ParameterError(f"parameter {e}") from None
+
+
+def _initial_actor(p: dict, config: PorlConfig) -> tuple[SquashedGaussianActor, PolicyMeta | None]:
+    if p["checkpoint"]:
+        try:
+            return load_actor(p["checkpoint"])
+        except CheckpointError as e:
+            raise ParameterError(f"parameter 'checkpoint': {e}") from None
+    from porl_ros.envs.registry import make_env  # only needed for a from-scratch run
+    env = make_env(p["env_id"])
+    spec = env.spec
+    env.close()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        actor = SquashedGaussianActor(spec.obs_dim, spec.act_dim, config.actor_hidden,
+                                      spec.action_low, spec.action_high)
+    return actor, None
+
+
+class LearnerNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("learner", **node_kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        if p["torch_threads"]:
+            torch.set_num_threads(p["torch_threads"])
+        config = _porl_config(p)
+        actor, meta = _initial_actor(p, config)
+        self.env_id = meta.env_id if meta else p["env_id"]
+        self.learner = build_learner(actor, config, p["replay_capacity"], p["num_bridges"],
+                                     p["weights_every_env_steps"])
+        self.learner.policy_version = int(meta.policy_version) if meta else 0
+        self.lock = threading.Lock()  # replay/agent shared with the free-running training thread
+        self.run_dir = Path(p["run_dir"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self.finished = False
+        self.exit_code = 0
+        self.done = False
+        self.last_weights_time = 0.0
+        self.lockstep = p["timing_mode"] == LOCKSTEP
+
+        self.weights_pub = self.create_publisher(PolicyWeights, p["weights_topic"], LATCHED_QOS)
+        self.status_pub = self.create_publisher(TrainingStatus, p["status_topic"], STATUS_QOS)
+        self.ack_pub = self.create_publisher(TransitionAck, p["ack_topic"], STREAM_QOS)
+        self.create_subscription(Transition, p["transition_topic"], self._on_transition, STREAM_QOS)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+        self._publish_weights()  # the initial actor, for late-joining policy servers
+        device = self.learner.agent.device
+        self.get_logger().info(
+            f"learner on {device}: {config.n_critics} critics, UTD {config.utd_ratio}, batch {config.batch_size}, "
+            f"T={config.presample_steps}, total {p['total_env_steps']} env steps, {p['timing_mode']}; "
+            f"run dir {self.run_dir}")
+        self.trainer = None
+        if not self.lockstep:
+            self.trainer = threading.Thread(target=self._train_forever, name="porl-trainer", daemon=True)
+            self.trainer.start()
+
+    # ------------------------------------------------------------------ transitions
+    def _on_transition(self, msg: Transition) -> None:
+        if self.done:
+            self._ack(msg)
+            return
+        with self.lock:
+            expected = self.learner.next_seq[msg.bridge_id] if msg.bridge_id < self.p["num_bridges"] else None
+            if expected is not None and msg.seq == expected - 1 and self.lockstep:
+                self._ack(msg)  # the bridge re-sent one we already have: it missed our ack
+                return
+            phase_before = self.learner.phase
+            try:
+                record = self.learner.add_transition(
+                    msg.bridge_id, msg.seq, msg.episode, msg.state, msg.action, msg.reward, msg.next_state,
+                    msg.terminated, msg.truncated, msg.success)
+            except TransitionRejected as e:
+                self.get_logger().error(f"rejected transition seq {msg.seq} of bridge {msg.bridge_id}: {e}")
+                return
+            if expected is not None and msg.seq > expected:
+                self.get_logger().warning(f"bridge {msg.bridge_id}: {msg.seq - expected} transition(s) missing "
+                                          f"before seq {msg.seq} (gap counted)")
+            if self.learner.phase != phase_before:
+                self.get_logger().info(f"pre-sample done after {self.learner.env_steps} env steps: "
+                                       f"fine-tuning the actor now")
+            if record is not None:
+                self._log_episode(record)
+            if self.lockstep:
+                self.learner.train()
+                if self.learner.weights_due():
+                    self._publish_weights()
+        self._maybe_checkpoint()
+        total = self.p["total_env_steps"]
+        if total and self.learner.env_steps >= total:
+            self._finish()
+        self._ack(msg)
+
+    def _ack(self, msg: Transition) -> None:
+        if not self.lockstep:
+            return
+        ack = TransitionAck(bridge_id=msg.bridge_id, seq=msg.seq, policy_version=self.learner.policy_version,
+                            phase=DONE if self.done else self.learner.phase)
+        ack.header.stamp = self.get_clock().now().to_msg()
+        self.ack_pub.publish(ack)
+
+    # ------------------------------------------------------------------ free running
+    def _train_forever(self) -> None:
+        while not self.done and not self.finished:
+            with self.lock:
+                metrics = self.learner.train_one_update()
+                due = (self.learner.agent.actor_updates > self.learner._actor_updates_published
+                       and time.monotonic() - self.last_weights_time > 1.0 / self.p["max_weights_rate_hz"])
+                if due:
+                    self._publish_weights()
+            if not metrics:
+                time.sleep(0.01)  # not enough data yet
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_weights(self) -> None:
+        if self.learner.agent.actor_updates > 0:
+            self.learner.mark_weights_published()
+        meta = self.learner.policy_meta(self.env_id)
+        msg = PolicyWeights(version=self.learner.policy_version, format="safetensors")
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.data = to_uint8_field(actor_to_bytes(self.learner.agent.actor, meta))
+        self.weights_pub.publish(msg)
+        self.last_weights_time = time.monotonic()
+
+    def _status_message(self) -> TrainingStatus:
+        s = self.learner.summary()
+        msg = TrainingStatus(
+            phase=DONE if self.done else s["phase"], env_steps=s["env_steps"], gradient_updates=s["gradient_updates"],
+            policy_version=s["policy_version"], episodes=s["episodes"], success_rate=s["success_rate"],
+            last_episode_return=s["last_episode_return"], critic_loss=s["critic_loss"], actor_loss=s["actor_loss"],
+            alpha=s["alpha"], q_mean=s["q_mean"], replay_size=s["replay_size"],
+            updates_per_second=s["updates_per_second"], effective_utd=s["effective_utd"],
+            epsilon=self.p["presample_epsilon"] if s["phase"] == "presample" else 0.0,
+            q_calibration_gap=s["q_calibration_gap"], seq_gaps=s["seq_gaps"],
+            rejected_transitions=s["rejected_transitions"])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def _publish_status(self) -> None:
+        with self.lock:
+            msg = self._status_message()
+        self.status_pub.publish(msg)
+
+    def _log_episode(self, record) -> None:
+        s = self.learner.summary()
+        row = {"env_steps": record.env_steps, "bridge_id": record.source, "episode": record.episode,
+               "return": record.episode_return, "success": record.success, "length": record.length,
+               "phase": record.phase, "q_calibration_gap": record.q_calibration_gap,
+               "success_rate": s["success_rate"], "critic_loss": s["critic_loss"], "actor_loss": s["actor_loss"],
+               "alpha": s["alpha"], "q_mean": s["q_mean"], "gradient_updates": s["gradient_updates"],
+               "policy_version": s["policy_version"], "updates_per_second": s["updates_per_second"],
+               "time": time.time()}
+        self.metrics_file.write(json.dumps(row) + "\n")
+
+    def _maybe_checkpoint(self) -> None:
+        every = self.p["checkpoint_every_env_steps"]
+        if every and self.learner.env_steps % every == 0 and self.learner.env_steps > 0:
+            with self.lock:
+                save_actor(self.run_dir / "checkpoints" / "actor_latest", self.learner.agent.actor,
+                           self.learner.policy_meta(self.env_id))
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        with self.lock:
+            self.done = True
+            if self.learner.agent.actor_updates > self.learner._actor_updates_published:
+                self._publish_weights()
+            save_actor(self.run_dir / "final_actor", self.learner.agent.actor, self.learner.policy_meta(self.env_id))
+            summary = self.learner.summary()
+        (self.run_dir / "learner_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.get_logger().info(f"run complete: {summary['env_steps']} env steps, {summary['gradient_updates']} "
+                               f"critic updates, policy version {summary['policy_version']}; final actor in "
+                               f"{self.run_dir / 'final_actor'}")
+        self._publish_status()
+        # Give the last ack/status/weights a moment to leave before the process exits.
+        self.create_timer(1.0, self._exit)
+
+    def _exit(self) -> None:
+        self.finished = True
+
+    def close(self) -> None:
+        self.done = True
+        if self.trainer is not None:
+            self.trainer.join(timeout=5)
+        self.metrics_file.close()
+
+
+def main(args=None) -> int:
+    return run_node(LearnerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

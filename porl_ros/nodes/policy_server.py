@@ -1,0 +1,125 @@
+"""Policy server: holds the current actor and answers GetAction.
+
+Loads the initial actor from a checkpoint, then swaps in each newer version the
+learner publishes on the latched weights topic, under a lock, so no request is dropped
+or served by a half-loaded actor. Usable alone to deploy a policy with no learning:
+    ros2 run porl_ros policy_server --ros-args -p checkpoint:=/path/to/actor_dir
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+
+from porl_ros.core.checkpoint import CheckpointError, actor_from_bytes, load_actor
+from porl_ros.nodes.conversions import from_float32_field, from_uint8_field, to_float32_field
+from porl_ros.nodes.params import Param, ParameterError, declare_params, non_negative, run_node
+from porl_ros.nodes.qos import LATCHED_QOS
+from porl_ros_interfaces.msg import PolicyWeights
+from porl_ros_interfaces.srv import GetAction
+
+PARAMS = [
+    Param("checkpoint", "", "Actor checkpoint directory (actor.safetensors + meta.json) to serve "
+          "until the learner publishes newer weights; empty: wait for the weights topic."),
+    Param("device", "cpu", "Torch device for inference ('cpu', 'cuda', 'auto')."),
+    Param("seed", 0, "Seed of the action-sampling generator (stochastic requests).", **non_negative()),
+    Param("get_action_service", "porl/get_action", "Service name of GetAction."),
+    Param("weights_topic", "/porl/policy_weights", "Latched topic of versioned actor weights."),
+    Param("version_wait_timeout_s", 10.0, "How long a request asking for a newer policy version "
+          "waits for it before being refused.", **non_negative()),
+]
+
+
+class PolicyServer(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("policy_server", **node_kwargs)
+        self.p = declare_params(self, PARAMS)
+        self.device = "cuda" if self.p["device"] == "auto" and torch.cuda.is_available() else (
+            "cpu" if self.p["device"] == "auto" else self.p["device"])
+        self._cond = threading.Condition()
+        self.actor = None
+        self.meta = None
+        self.version = 0
+        self.served = 0
+        self.refused = 0
+        self.rejected_weights = 0
+        self._generator = torch.Generator().manual_seed(self.p["seed"])
+        if self.p["checkpoint"]:
+            try:
+                self.actor, self.meta = load_actor(self.p["checkpoint"], device=self.device)
+            except CheckpointError as e:
+                raise ParameterError(f"parameter 'checkpoint': {e}") from None
+            self.actor.eval()
+            self.version = int(self.meta.policy_version)
+            self.get_logger().info(f"serving {self.p['checkpoint']} (version {self.version}, "
+                                   f"obs {self.meta.obs_dim}, act {self.meta.act_dim})")
+        # Requests may wait for a newer version while the weights callback runs, so the
+        # two live in different callback groups of a multi-threaded executor.
+        self.create_service(GetAction, self.p["get_action_service"], self._on_get_action,
+                            callback_group=ReentrantCallbackGroup())
+        self.create_subscription(PolicyWeights, self.p["weights_topic"], self._on_weights, LATCHED_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ------------------------------------------------------------------ weights
+    def _on_weights(self, msg: PolicyWeights) -> None:
+        if msg.version <= self.version and self.actor is not None:
+            return  # already serving this or a newer one (latched re-delivery)
+        if msg.format != "safetensors":
+            self._reject_weights(f"format '{msg.format}' is not 'safetensors'")
+            return
+        expect = {"obs_dim": self.meta.obs_dim, "act_dim": self.meta.act_dim} if self.meta else None
+        try:
+            actor, meta = actor_from_bytes(from_uint8_field(msg.data), device=self.device, expect=expect)
+        except CheckpointError as e:
+            self._reject_weights(str(e))
+            return
+        actor.eval()
+        with self._cond:
+            self.actor, self.meta, self.version = actor, meta, int(msg.version)
+            self._cond.notify_all()
+        self.get_logger().info(f"now serving policy version {self.version}")
+
+    def _reject_weights(self, why: str) -> None:
+        self.rejected_weights += 1
+        self.get_logger().error(f"rejected policy weights: {why}; still serving version {self.version}")
+
+    # ------------------------------------------------------------------ requests
+    def _on_get_action(self, request: GetAction.Request, response: GetAction.Response) -> GetAction.Response:
+        def refuse(why: str) -> GetAction.Response:
+            self.refused += 1
+            response.ok, response.error, response.policy_version = False, why, self.version
+            self.get_logger().warning(f"GetAction refused: {why}", throttle_duration_sec=5.0)
+            return response
+
+        deadline = time.monotonic() + self.p["version_wait_timeout_s"]
+        with self._cond:
+            while self.actor is None or self.version < request.min_policy_version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    have = "no policy" if self.actor is None else f"version {self.version}"
+                    return refuse(f"asked for policy version >= {request.min_policy_version}, have {have}")
+                self._cond.wait(remaining)
+            actor, version = self.actor, self.version
+        try:
+            state = from_float32_field(request.state, actor.obs_dim, "state")
+        except ValueError as e:
+            return refuse(str(e))
+        action = actor.act(state, deterministic=request.deterministic, generator=self._generator)
+        response.action = to_float32_field(np.asarray(action, dtype=np.float32))
+        response.policy_version = version
+        response.ok = True
+        self.served += 1
+        return response
+
+
+def main(args=None) -> int:
+    return run_node(PolicyServer, args, threads=4)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

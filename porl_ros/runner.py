@@ -1,0 +1,318 @@
+"""`porl-ros run`: the main job. Pre-trains a BC policy if none is given, evaluates it,
+fine-tunes it with PORL through the ROS 2 graph (separate OS processes by default, one
+process as an option), shows progress, evaluates the result and prints both.
+
+The nodes, their executables and parameter files come from porl_ros.graph, the same
+description the ROS 2 launch file uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from porl_ros import graph
+
+LEARNER = "learner"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="porl-ros run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="metaworld/push-v3", help="environment id (default metaworld/push-v3)")
+    p.add_argument("--checkpoint", default="", help="pre-trained actor to fine-tune; empty: pre-train one "
+                   "by behaviour cloning first")
+    p.add_argument("--profile", default="cpu", choices=sorted(graph.PROFILE_CONFIGS),
+                   help="learner sizing: 'cpu' (fits ~15 min on 2 cores) or 'gpu' (the paper's defaults)")
+    p.add_argument("--steps", type=int, default=None, help="total env steps (default: the profile's)")
+    p.add_argument("--presample-steps", type=int, default=None, help="T, pre-sample env steps (default: profile's)")
+    p.add_argument("--timing-mode", default="lockstep", choices=["lockstep", "free_running"])
+    p.add_argument("--num-bridges", type=int, default=1, help="bridges feeding the learner (default 1)")
+    p.add_argument("--episode-steps", type=int, default=200, help="episode length (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default="", help="output directory (default runs/<time>)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes before and after "
+                   "(0: skip)")
+    p.add_argument("--single-process", action="store_true", help="all nodes in this process instead of "
+                   "one OS process each")
+    p.add_argument("--param", action="append", default=[], metavar="NODE:NAME:=VALUE",
+                   help="extra ROS parameter for one node, e.g. learner:utd_ratio:=8 (repeatable)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one "
+                   "in 10..99, so runs on one machine never see each other)")
+    p.add_argument("--pretrain-demos", type=int, default=10)
+    p.add_argument("--pretrain-bc-steps", type=int, default=1000)
+    return p
+
+
+def node_parameters(args: argparse.Namespace, checkpoint: str, run_dir: Path) -> dict[str, dict]:
+    """Per-node parameters the run sets on top of the parameter files."""
+    common = {"checkpoint": checkpoint}
+    per_node = {
+        "learner": {"run_dir": str(run_dir / "learner"), "timing_mode": args.timing_mode, "env_id": args.env,
+                    "seed": args.seed},
+        "sim_bridge": {"env_id": args.env, "timing_mode": args.timing_mode, "max_episode_steps": args.episode_steps,
+                       "seed": args.seed},
+        "exploration_controller": {"seed": args.seed},
+        "policy_server": {"seed": args.seed},
+    }
+    if args.steps is not None:
+        per_node["learner"]["total_env_steps"] = args.steps
+    if args.presample_steps is not None:
+        per_node["learner"]["presample_steps"] = args.presample_steps
+    for item in args.param:
+        try:
+            node, rest = item.split(":", 1)
+            name, value = rest.split(":=", 1)
+        except ValueError:
+            raise SystemExit(f"--param {item!r}: expected NODE:NAME:=VALUE, e.g. learner:utd_ratio:=8") from None
+        if node not in per_node:
+            raise SystemExit(f"--param {item!r}: unknown node '{node}'; nodes: {sorted(per_node)}")
+        per_node[node][name] = _yaml_value(value)
+    return {node: {**common, **values} for node, values in per_node.items()}
+
+
+def _yaml_value(text: str):
+    import yaml
+    return yaml.safe_load(text)
+
+
+def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict) -> list[str]:
+    """The --ros-args of one node: its name, namespace, parameter files and overrides."""
+    out = ["--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace:
+        out += ["-r", f"__ns:=/{spec.namespace}"]
+    for name in graph.config_files(profile):
+        out += ["--params-file", str(config_dir / name)]
+    for key, value in {**params, **spec.parameters}.items():
+        out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
+    return out
+
+
+class ProgressPrinter:
+    """Subscribes to the learner's status and prints one live progress line."""
+
+    def __init__(self, total_steps: Optional[int]) -> None:
+        import rclpy
+        from porl_ros.nodes.qos import STATUS_QOS
+        from porl_ros_interfaces.msg import TrainingStatus
+
+        self.total = total_steps
+        self.latest = None
+        self.tty = sys.stdout.isatty()
+        self.last_print = 0.0
+        self.latest_printed_done = False
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.node = rclpy.create_node("porl_runner_progress", context=self.context)
+        self.node.create_subscription(TrainingStatus, "/porl/status", self._on_status, STATUS_QOS)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.running = True
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.running:
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def _on_status(self, msg) -> None:
+        self.latest = msg
+        now = time.monotonic()
+        if self.latest_printed_done or (not self.tty and now - self.last_print < 10.0 and msg.phase != "done"):
+            return  # in a log file: one line every 10 s, not a carriage-return stream
+        self.latest_printed_done = msg.phase == "done"
+        self.last_print = now
+        total = f"/{self.total}" if self.total else ""
+        line = (f"\r[porl] {msg.phase:<9} steps {msg.env_steps}{total}  updates {msg.gradient_updates} "
+                f"({msg.updates_per_second:.0f}/s, UTD {msg.effective_utd:.1f})  episodes {msg.episodes}  "
+                f"success {msg.success_rate:.2f}  policy v{msg.policy_version}  ")
+        sys.stdout.write(line if self.tty else line.strip() + "\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        sys.stdout.write("\n")
+
+
+def evaluate_checkpoint(env_id: str, checkpoint: str, episodes: int, episode_steps: int, seed: int):
+    from porl_ros.envs.registry import make_env
+    from porl_ros.tools.evaluate import actor_policy, evaluate_policy, load_policy_for_env
+
+    env = make_env(env_id, max_episode_steps=episode_steps)
+    try:
+        actor, _ = load_policy_for_env(checkpoint, env)
+        return evaluate_policy(env, actor_policy(actor, deterministic=True), episodes, seed=seed)
+    finally:
+        env.close()
+
+
+def pretrain(args: argparse.Namespace, out: Path) -> str:
+    from porl_ros.tools import pretrain as pretrain_tool
+    argv = ["--env", args.env, "--out", str(out), "--demos", str(args.pretrain_demos),
+            "--bc-steps", str(args.pretrain_bc_steps), "--max-episode-steps", str(args.episode_steps),
+            "--seed", str(args.seed), "--eval-episodes", "0"]
+    print(f"[porl] no --checkpoint given: pre-training a BC policy on {args.env} into {out}")
+    if pretrain_tool.main(argv) != 0:
+        raise SystemExit("[porl] pre-training failed")
+    return str(out)
+
+
+def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, run_dir: Path,
+                        env: dict) -> int:
+    """Start each node as its own OS process; return when the learner exits (or one fails)."""
+    config_dir = graph.source_config_dir()
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen] = {}
+    for spec in nodes:
+        label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, config_dir, args.profile, node_params[spec.name])
+        node_env = dict(env)
+        if spec.name != LEARNER:
+            node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
+        with open(logs / f"{label}.log", "w") as log:
+            procs[label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=node_env,
+                                            start_new_session=True)
+    code = 0
+    try:
+        while True:
+            learner_code = procs[LEARNER].poll()
+            if learner_code is not None:
+                code = learner_code
+                if code != 0:
+                    print(f"\n[porl] the learner exited with code {code}; see {logs / 'learner.log'}")
+                break
+            failed = {k: p.returncode for k, p in procs.items() if p.poll() is not None and p.returncode != 0}
+            if failed:
+                for label, rc in failed.items():
+                    print(f"\n[porl] node {label} exited with code {rc}; see {logs / (label + '.log')}")
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+    return code
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args) -> int:
+    """All nodes in this process, one multi-threaded executor."""
+    import importlib
+
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from porl_ros.nodes.params import ParameterError
+
+    config_dir = graph.source_config_dir()
+    ros_argv = ["--ros-args"]
+    for name in graph.config_files(args.profile):
+        ros_argv += ["--params-file", str(config_dir / name)]
+    context = rclpy.Context()
+    rclpy.init(args=ros_argv, context=context)
+    classes = {"learner": "LearnerNode", "sim_bridge": "SimBridge", "policy_server": "PolicyServer",
+               "exploration_controller": "ExplorationController"}
+    created = []
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=6, context=context)
+    code = 0
+    try:
+        for spec in nodes:
+            cls = getattr(importlib.import_module(spec.module), classes[spec.name])
+            overrides = [Parameter(k, value=v) for k, v in {**node_params[spec.name], **spec.parameters}.items()]
+            node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
+            created.append(node)
+            executor.add_node(node)
+        learner = created[0]
+        while rclpy.ok(context=context) and not learner.finished:
+            executor.spin_once(timeout_sec=0.1)
+    except ParameterError as e:
+        print(f"[porl] {e}")
+        code = 2
+    finally:
+        for node in reversed(created):
+            if hasattr(node, "close"):
+                node.close()
+            node.destroy_node()
+        executor.shutdown()
+        context.try_shutdown()
+    return code
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    started = time.monotonic()
+
+    checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
+    before = None
+    if args.eval_episodes:
+        before = evaluate_checkpoint(args.env, checkpoint, args.eval_episodes, args.episode_steps, 10_000 + args.seed)
+        print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
+              f"({args.eval_episodes} episodes)")
+
+    nodes = graph.finetune_graph(args.num_bridges)
+    params = node_parameters(args, checkpoint, run_dir)
+    print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
+          f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
+          f"profile {args.profile}; logs in {run_dir / 'logs'}")
+    progress = ProgressPrinter(args.steps)
+    interrupted = False
+    try:
+        if args.single_process:
+            code = run_graph_single_process(nodes, params, args)
+        else:
+            code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ))
+    except KeyboardInterrupt:
+        interrupted, code = True, 130
+    finally:
+        progress.close()
+    if code != 0:
+        print(f"[porl] {'interrupted' if interrupted else 'fine-tuning failed'} (exit {code}); run dir {run_dir}")
+        return code
+
+    final = run_dir / "learner" / "final_actor"
+    summary = {"env": args.env, "checkpoint": checkpoint, "final_actor": str(final), "profile": args.profile,
+               "timing_mode": args.timing_mode, "seconds": round(time.monotonic() - started, 1)}
+    learner_summary = run_dir / "learner" / "learner_summary.json"
+    if learner_summary.is_file():
+        summary["learner"] = json.loads(learner_summary.read_text())
+    if args.eval_episodes:
+        after = evaluate_checkpoint(args.env, str(final), args.eval_episodes, args.episode_steps, 10_000 + args.seed)
+        summary["before"] = before.to_dict() | {"per_episode": None}
+        summary["after"] = after.to_dict() | {"per_episode": None}
+        print(f"[porl] success rate before fine-tuning: {before.success_rate:.2f} "
+              f"(return {before.mean_return:.1f}); after: {after.success_rate:.2f} "
+              f"(return {after.mean_return:.1f}) over {args.eval_episodes} episodes each")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"[porl] done in {summary['seconds']:.0f} s; final actor {final}; summary {run_dir / 'summary.json'}")
+    return 0

@@ -1,0 +1,82 @@
+"""Epsilon-greedy for continuous actions, epsilon schedules, and the phase schedule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from porl_ros.core.exploration import EpsilonGreedy, EpsilonSchedule, StagedEpsilon
+from porl_ros.core.phases import PhaseSchedule
+
+LOW = np.array([-2.0, 0.0, 5.0])
+HIGH = np.array([1.0, 3.0, 6.0])
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.5, 1.0])
+def test_exploration_frequency_matches_epsilon(eps):
+    eg = EpsilonGreedy(LOW, HIGH, seed=0)
+    policy = np.array([0.5, 1.0, 5.5], dtype=np.float32)
+    n = 20000
+    flags = []
+    for _ in range(n):
+        a, explored = eg(policy, eps)
+        flags.append(explored)
+        if not explored:
+            np.testing.assert_array_equal(a, policy)
+        assert a.dtype == np.float32
+    k = sum(flags)
+    sigma = math.sqrt(n * eps * (1 - eps))
+    assert abs(k - n * eps) <= max(5 * sigma, 0.5)
+
+
+def test_random_actions_cover_the_bounds_and_stay_inside():
+    eg = EpsilonGreedy(LOW, HIGH, seed=1)
+    acts = np.array([eg(np.zeros(3), 1.0)[0] for _ in range(5000)])
+    assert np.all(acts >= LOW.astype(np.float32)) and np.all(acts <= HIGH.astype(np.float32))
+    span = HIGH - LOW
+    assert np.all(acts.min(0) - LOW < 0.01 * span)
+    assert np.all(HIGH - acts.max(0) < 0.01 * span)
+    # Roughly uniform: mean near the centre, per-dim variance near span^2 / 12.
+    np.testing.assert_allclose(acts.mean(0), (LOW + HIGH) / 2, atol=0.05 * span.max())
+    np.testing.assert_allclose(acts.var(0), span**2 / 12, rtol=0.1)
+
+
+def test_same_seed_same_decisions_and_policy_action_clipped():
+    e1, e2 = EpsilonGreedy(LOW, HIGH, seed=7), EpsilonGreedy(LOW, HIGH, seed=7)
+    a = [e1(np.zeros(3), 0.3) for _ in range(200)]
+    b = [e2(np.zeros(3), 0.3) for _ in range(200)]
+    assert [x[1] for x in a] == [x[1] for x in b] and any(x[1] for x in a)
+    np.testing.assert_array_equal(np.array([x[0] for x in a]), np.array([x[0] for x in b]))
+    eg = EpsilonGreedy(LOW, HIGH, seed=0)
+    out, explored = eg(np.array([10.0, -10.0, 5.5]), 0.0)
+    assert not explored
+    np.testing.assert_array_equal(out, np.array([1.0, 0.0, 5.5], dtype=np.float64))
+    with pytest.raises(ValueError):
+        eg(np.zeros(3), 1.5)
+    with pytest.raises(ValueError):
+        eg(np.zeros(2), 0.5)
+
+
+def test_epsilon_schedules():
+    const = EpsilonSchedule.constant(0.2)
+    assert const.value(0) == const.value(10**6) == 0.2
+    lin = EpsilonSchedule.linear(1.0, 0.1, 100)
+    assert lin.value(0) == 1.0
+    assert math.isclose(lin.value(50), 0.55)
+    assert math.isclose(lin.value(100), 0.1) and math.isclose(lin.value(10**6), 0.1)
+    with pytest.raises(ValueError, match="start"):
+        EpsilonSchedule(1.2)
+    staged = StagedEpsilon(EpsilonSchedule.constant(0.3), EpsilonSchedule.linear(0.1, 0.0, 10))
+    assert staged.value("presample", 5) == 0.3
+    assert math.isclose(staged.value("finetune", 5), 0.05)
+    with pytest.raises(ValueError, match="phase"):
+        staged.value("warmup", 0)
+
+
+def test_phase_schedule():
+    ps = PhaseSchedule(3)
+    assert [ps.phase(i) for i in range(5)] == ["presample"] * 3 + ["finetune"] * 2
+    assert [ps.step_in_phase(i) for i in range(5)] == [0, 1, 2, 0, 1]
+    assert PhaseSchedule(0).phase(0) == "finetune"
+    with pytest.raises(ValueError, match="presample_steps"):
+        PhaseSchedule(-1)

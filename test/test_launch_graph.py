@@ -1,0 +1,144 @@
+"""The graph description against what it names, and the launch file built from it.
+
+`launch` / `launch_ros` cannot be installed here (no ROS 2 distribution), so the launch
+file is executed against a recording stand-in of the parts of their API it uses
+(LaunchDescription, DeclareLaunchArgument, OpaqueFunction, IfCondition,
+LaunchConfiguration.perform(context), launch_ros.actions.Node's keyword arguments).
+What is checked is what could break for a user: every node points at an installed
+entry point, every parameter file exists and parses, names match the files' sections.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from porl_ros import graph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _console_scripts() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    entries = [elt.value for elt in value.elts]
+                    return {e.split("=")[0].strip(): e.split("=")[1].strip() for e in entries}
+    raise AssertionError("setup.py has no console_scripts")
+
+
+def test_every_node_has_an_entry_point_and_a_main():
+    scripts = _console_scripts()
+    for spec in graph.finetune_graph(2):
+        assert spec.executable in scripts, f"{spec.executable} is not a console script in setup.py"
+        assert scripts[spec.executable] == f"{spec.module}:main"
+        module = importlib.import_module(spec.module)
+        assert callable(module.main)
+
+
+@pytest.mark.parametrize("profile", sorted(graph.PROFILE_CONFIGS))
+def test_parameter_files_exist_and_name_only_graph_nodes(profile):
+    names = {spec.name for spec in graph.finetune_graph(1)}
+    for file_name in graph.config_files(profile):
+        data = yaml.safe_load((ROOT / "config" / file_name).read_text())
+        for key, section in data.items():
+            assert key.startswith("/**/") and key[4:] in names, f"{file_name}: section {key} matches no node"
+            assert set(section) == {"ros__parameters"}
+
+
+def test_parameter_files_only_set_declared_parameters():
+    from porl_ros.nodes import exploration_controller, learner, policy_server, sim_bridge
+    declared = {"learner": learner.PARAMS, "sim_bridge": sim_bridge.PARAMS,
+                "policy_server": policy_server.PARAMS, "exploration_controller": exploration_controller.PARAMS}
+    for file_name in {f for p in graph.PROFILE_CONFIGS for f in graph.config_files(p)}:
+        for key, section in yaml.safe_load((ROOT / "config" / file_name).read_text()).items():
+            node = key[4:]
+            known = {p.name: p for p in declared[node]}
+            for name, value in section["ros__parameters"].items():
+                assert name in known, f"{file_name}: {node} has no parameter '{name}'"
+                known[name].validate(value)  # the file's value passes the node's own check
+
+
+def test_graph_namespaces_bridges_and_rejects_bad_counts():
+    nodes = graph.finetune_graph(3)
+    assert [n.name for n in nodes].count("learner") == 1
+    bridges = [n for n in nodes if n.name == "sim_bridge"]
+    assert [b.namespace for b in bridges] == ["bridge_0", "bridge_1", "bridge_2"]
+    assert [b.parameters["bridge_id"] for b in bridges] == [0, 1, 2]
+    with pytest.raises(ValueError, match="num_bridges"):
+        graph.finetune_graph(0)
+    with pytest.raises(ValueError, match="unknown profile"):
+        graph.config_files("tpu")
+
+
+# ---------------------------------------------------------------- launch file
+class _Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+def _install_launch_stand_in(monkeypatch):
+    modules = {name: types.ModuleType(name) for name in
+               ["launch", "launch.actions", "launch.conditions", "launch.substitutions",
+                "launch_ros", "launch_ros.actions"]}
+    modules["launch"].LaunchDescription = lambda entities: list(entities)
+    modules["launch.actions"].DeclareLaunchArgument = _Recorder
+    modules["launch.actions"].OpaqueFunction = lambda function: types.SimpleNamespace(function=function)
+    modules["launch.conditions"].IfCondition = _Recorder
+    modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
+    modules["launch_ros.actions"].Node = _Recorder
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    import ament_index_python.packages as packages
+    monkeypatch.setattr(packages, "get_package_share_directory", lambda package: str(ROOT))
+
+
+def _launch(monkeypatch, **arguments):
+    _install_launch_stand_in(monkeypatch)
+    spec = importlib.util.spec_from_file_location("finetune_launch", ROOT / "launch" / "finetune.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description()
+    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if isinstance(e, _Recorder)
+                and "default_value" in e.kwargs}
+    context = types.SimpleNamespace(launch_configurations={**defaults, **arguments})
+    opaque = [e for e in entities if hasattr(e, "function")]
+    assert len(opaque) == 1
+    return [n for n in opaque[0].function(context)]
+
+
+def test_launch_file_starts_the_graph_description(monkeypatch):
+    nodes = _launch(monkeypatch, checkpoint="/ckpt", num_bridges="2", profile="gpu")
+    expected = graph.finetune_graph(2)
+    assert [(n.kwargs["executable"], n.kwargs["namespace"]) for n in nodes] == \
+        [(s.executable, s.namespace or None) for s in expected]
+    for node, spec in zip(nodes, expected):
+        assert node.kwargs["package"] == "porl_ros" and node.kwargs["name"] == spec.name
+        files, overrides = node.kwargs["parameters"][:-1], node.kwargs["parameters"][-1]
+        assert [Path(f).name for f in files] == graph.config_files("gpu")
+        assert all(Path(f).is_file() for f in files)
+        assert overrides["checkpoint"] == "/ckpt"
+        for key, value in spec.parameters.items():
+            assert overrides[key] == value
+
+
+def test_launch_file_refuses_unknown_profile(monkeypatch):
+    with pytest.raises(ValueError, match="unknown profile"):
+        _launch(monkeypatch, profile="fast")
