@@ -8,6 +8,9 @@ Transition (with a gap-free `seq`), resets at episode ends. Two timing modes:
                 it can and reports its effective UTD.
 Deadlines instead of silent hangs: an observation unanswered for `action_timeout_s` and
 a transition unacknowledged for `ack_timeout_s` are logged and sent again.
+Monitoring: rviz markers (end effector, goal, the executed action colored exploratory vs
+policy, a success flash) and sensor_msgs/JointState at `viz_rate_hz`, independent of the
+step rate, and a DiagnosticArray on /diagnostics.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import time
 
 import numpy as np
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from visualization_msgs.msg import MarkerArray
 
 from porl_ros.core.checkpoint import CheckpointError, load_actor
 from porl_ros.core.phases import PHASES
 from porl_ros.envs.registry import make_env
 from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
 from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
                                    run_node)
 from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
+from porl_ros.nodes.visualization import VIZ_QOS, build_markers
 from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
 
 LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
@@ -48,7 +55,14 @@ PARAMS = [
           **non_negative()),
     Param("min_transition_subscribers", 1, "Wait until this many subscribers (the learner, plus e.g. a "
           "recorder) are matched on the transition topic before the first step.", **positive()),
-    Param("frame_id", "world", "frame_id of published headers."),
+    Param("frame_id", "world", "frame_id of published headers, markers and joint states."),
+    Param("viz_rate_hz", 10.0, "Rate of rviz markers and joint states (0: none); a timer, not every step, "
+          "so a fast simulator pays little for them.", **non_negative()),
+    Param("viz_arrow_scale", 0.1, "Length in metres of the action arrow per unit of action.", **positive()),
+    Param("markers_topic", "/porl/markers", "visualization_msgs/MarkerArray for rviz (one topic for all "
+          "bridges; marker namespaces carry the bridge id)."),
+    Param("joint_states_topic", "porl/joint_states", "sensor_msgs/JointState, when the back-end has joints."),
+    DIAGNOSTICS_RATE_PARAM,
     Param("observation_topic", "porl/observation", "Observations to the controller."),
     Param("action_topic", "porl/action", "Actions from the controller."),
     Param("transition_topic", "/porl/transition", "Transitions to the learner."),
@@ -95,12 +109,76 @@ class SimBridge(Node):
                          "transition_resends": 0, "episodes": 0, "successes": 0}
         self.state = self.env.reset(seed=p["seed"])
         self.last_publish = time.monotonic()
+        self._setup_monitoring()
         self.get_logger().info(f"{p['env_id']}: obs {self.spec.obs_dim}, act {self.spec.act_dim}, "
                                f"{p['timing_mode']}, episodes of {p['max_episode_steps']} steps")
         self.started = False
         self.create_timer(0.2, self._check_deadlines)
         if not self.lockstep:
             self.create_timer(1.0 / p["control_rate_hz"], self._control_tick)
+
+    # ------------------------------------------------------------------ monitoring
+    def _setup_monitoring(self) -> None:
+        p = self.p
+        self.step_meter = RateMeter()
+        self.action_meter = RateMeter()
+        self.viz_action: np.ndarray | None = None
+        self.viz_exploratory = False
+        self.success_flash_pending = False
+        self.rejected_actions_reported = 0
+        self.markers_pub = self.joint_pub = None
+        if p["viz_rate_hz"] > 0:
+            self.markers_pub = self.create_publisher(MarkerArray, p["markers_topic"], VIZ_QOS)
+            if self.spec.joint_names:
+                self.joint_pub = self.create_publisher(JointState, p["joint_states_topic"], VIZ_QOS)
+            self.create_timer(1.0 / p["viz_rate_hz"], self._publish_visualization)
+        self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"], hardware_id=p["env_id"])
+
+    def _publish_visualization(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        frame = self.p["frame_id"]
+        text = f"bridge {self.p['bridge_id']}  episode {self.episode}  step {self.step_in_episode}  {self.phase}"
+        self.markers_pub.publish(build_markers(
+            frame, stamp, self.env.markers(), prefix=f"bridge_{self.p['bridge_id']}/", action=self.viz_action,
+            exploratory=self.viz_exploratory, arrow_scale=self.p["viz_arrow_scale"],
+            success_flash=self.success_flash_pending, text=text))
+        self.success_flash_pending = False
+        if self.joint_pub is not None:
+            positions = self.env.joint_positions()
+            if positions is not None:
+                msg = JointState(name=list(self.spec.joint_names),
+                                 position=np.asarray(positions, dtype=np.float64).reshape(-1).tolist())
+                msg.header.stamp = stamp
+                msg.header.frame_id = frame
+                self.joint_pub.publish(msg)
+
+    def _health(self) -> Health:
+        c = self.counters
+        values = {"env_id": self.p["env_id"], "timing_mode": self.p["timing_mode"], "phase": self.phase,
+                  "policy_version": self.policy_version, "episode": self.episode, "step": self.step_in_episode,
+                  "env_steps": self.seq, "steps_per_second": self.step_meter.rate(),
+                  "actions_per_second": self.action_meter.rate(),
+                  "seconds_since_last_action": self.action_meter.age(), **c,
+                  "awaiting_ack": self.awaiting_ack, "pending_action": self.pending_action is not None,
+                  "observation_subscribers": self.obs_pub.get_subscription_count(),
+                  "transition_subscribers": self.transition_pub.get_subscription_count(),
+                  "started": self.started, "finished": self.finished}
+        health = Health(values=values, message="finished" if self.finished else "stepping")
+        if self.finished:
+            return health
+        if not self.started:
+            health.warn("waiting for " + ", ".join(self._peers_missing() or ["the first step"]))
+            return health
+        waited = time.monotonic() - self.last_publish
+        if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
+            health.warn(f"no transition ack for {waited:.0f} s (learner down?)")
+        elif not self.awaiting_ack and self.pending_action is None and waited > self.p["action_timeout_s"]:
+            health.warn(f"no action for {waited:.0f} s (controller or policy server down?)")
+        new_rejects = c["rejected_actions"] - self.rejected_actions_reported
+        self.rejected_actions_reported = c["rejected_actions"]
+        if new_rejects:
+            health.warn(f"{new_rejects} invalid action(s) rejected since the last report")
+        return health
 
     def _peers_missing(self) -> list[str]:
         """Which subscribers the first observation and transition would be lost without."""
@@ -138,6 +216,7 @@ class SimBridge(Node):
             return
         # Bounds are enforced here whatever the controller sent (a real arm needs it too).
         action = np.clip(action, self.spec.action_low, self.spec.action_high)
+        self.action_meter.tick()
         if self.lockstep:
             self._execute(action, msg)
         else:
@@ -192,6 +271,10 @@ class SimBridge(Node):
         self.last_transition = transition
         self.awaiting_ack = self.lockstep
         self.episode_return += float(result.reward)
+        self.step_meter.tick()
+        self.viz_action, self.viz_exploratory = action, bool(action_msg.exploratory)
+        if result.success and not self.episode_success:
+            self.success_flash_pending = True  # flashes once, when the episode first succeeds
         self.episode_success |= bool(result.success)
         if result.terminated or result.truncated:
             self._end_episode()
