@@ -20,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._atomic import atomic_write_bytes, read_safetensors_metadata
+from .device import resolve_device
 from .networks import SquashedGaussianActor
 
 FORMAT_VERSION = 1
@@ -144,7 +145,7 @@ def _build_actor(meta: PolicyMeta, tensors: dict[str, torch.Tensor], device: str
     if not (torch.allclose(actor.action_low, torch.tensor(meta.action_low), atol=1e-5)
             and torch.allclose(actor.action_high, torch.tensor(meta.action_high), atol=1e-5)):
         raise CheckpointError(f"{where}: action bounds in the tensors differ from the metadata")
-    return actor.to(device).eval()
+    return actor.to(resolve_device(device)).eval()
 
 
 def _tensors(actor: SquashedGaussianActor) -> dict[str, torch.Tensor]:
