@@ -3,6 +3,8 @@
   run        fine-tune with PORL through the ROS 2 graph (the main job)
   pretrain   collect expert demonstrations and train a BC policy
   evaluate   success rate and return of a checkpoint
+  report     learning-curve PNG + summary JSON of a run directory (porl-ros report RUN_DIR)
+  experiment grid of PORL variants x tasks x seeds, in-process: CSV, curves, table
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ COMMANDS = {
     "run": "porl_ros.runner",
     "pretrain": "porl_ros.tools.pretrain",
     "evaluate": "porl_ros.tools.evaluate",
+    "report": "porl_ros.monitoring.report",
+    "experiment": "porl_ros.tools.experiment",
 }
 
 

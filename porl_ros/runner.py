@@ -1,6 +1,7 @@
 """`porl-ros run`: the main job. Pre-trains a BC policy if none is given, evaluates it,
 fine-tunes it with PORL through the ROS 2 graph (separate OS processes by default, one
-process as an option), shows progress, evaluates the result and prints both.
+process as an option), shows progress, evaluates the result and prints both, and leaves
+a report (report.png learning curves + report.json) in the run directory.
 
 The nodes, their executables and parameter files come from porl_ros.graph, the same
 description the ROS 2 launch file uses.
@@ -37,9 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presample-steps", type=int, default=None, help="T, pre-sample env steps (default: profile's)")
     p.add_argument("--timing-mode", default="lockstep", choices=["lockstep", "free_running"])
     p.add_argument("--num-bridges", type=int, default=1, help="bridges feeding the learner (default 1)")
+    p.add_argument("--bridge", default="sim", choices=sorted(graph.BRIDGES),
+                   help="'sim' (embedded simulator) or 'arm' (a real arm through its ROS 2 drivers; needs "
+                   "--checkpoint and --eval-episodes 0; use --timing-mode free_running)")
+    p.add_argument("--arm-config", default=str(graph.source_config_dir() / "arm.yaml"),
+                   help="--bridge arm: the arm's parameter file (joints, limits, topics, reward)")
     p.add_argument("--episode-steps", type=int, default=200, help="episode length (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default="", help="output directory (default runs/<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last learner "
+                   "checkpoint + transition log (same phase, counters, replay); without it an existing "
+                   "run dir with learner state is refused")
     p.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes before and after "
                    "(0: skip)")
     p.add_argument("--single-process", action="store_true", help="all nodes in this process instead of "
@@ -58,9 +67,10 @@ def node_parameters(args: argparse.Namespace, checkpoint: str, run_dir: Path) ->
     common = {"checkpoint": checkpoint}
     per_node = {
         "learner": {"run_dir": str(run_dir / "learner"), "timing_mode": args.timing_mode, "env_id": args.env,
-                    "seed": args.seed},
+                    "seed": args.seed, "resume": bool(getattr(args, "resume", False))},
         "sim_bridge": {"env_id": args.env, "timing_mode": args.timing_mode, "max_episode_steps": args.episode_steps,
                        "seed": args.seed},
+        "arm_bridge": {"timing_mode": args.timing_mode, "max_episode_steps": args.episode_steps},
         "exploration_controller": {"seed": args.seed},
         "policy_server": {"seed": args.seed},
     }
@@ -85,13 +95,16 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict) -> list[str]:
+def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict,
+             extra_files: tuple[str, ...] = ()) -> list[str]:
     """The --ros-args of one node: its name, namespace, parameter files and overrides."""
     out = ["--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         out += ["-r", f"__ns:=/{spec.namespace}"]
     for name in graph.config_files(profile):
         out += ["--params-file", str(config_dir / name)]
+    for path in extra_files:
+        out += ["--params-file", str(path)]
     for key, value in {**params, **spec.parameters}.items():
         out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
     return out
@@ -147,6 +160,34 @@ class ProgressPrinter:
         sys.stdout.write("\n")
 
 
+def learner_setting(profile: str, learner_params: dict, name: str):
+    """The value a learner parameter takes in this run: an override, else the parameter files'."""
+    import yaml
+
+    if name in learner_params:
+        return learner_params[name]
+    value = None
+    for file_name in graph.config_files(profile):  # later files override earlier ones
+        data = yaml.safe_load((graph.source_config_dir() / file_name).read_text()) or {}
+        for key, section in data.items():
+            if key.rsplit("/", 1)[-1] == LEARNER and name in (section or {}).get("ros__parameters", {}):
+                value = section["ros__parameters"][name]
+    return value
+
+
+def write_run_report(run_dir: Path) -> None:
+    """report.png + report.json from the learner's metrics; a failure here never fails the run."""
+    from porl_ros.monitoring.report import ReportError, write_report
+    try:
+        report = write_report(run_dir)
+    except ReportError as e:
+        print(f"[porl] no report: {e}")
+    except Exception as e:  # plotting problems must not hide the run's own result
+        print(f"[porl] report failed ({type(e).__name__}: {e}); try `porl-ros report {run_dir}`")
+    else:
+        print(f"[porl] report: {report['png']} and {Path(report['png']).with_name('report.json')}")
+
+
 def evaluate_checkpoint(env_id: str, checkpoint: str, episodes: int, episode_steps: int, seed: int):
     from porl_ros.envs.registry import make_env
     from porl_ros.tools.evaluate import actor_policy, evaluate_policy, load_policy_for_env
@@ -179,7 +220,9 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     procs: dict[str, subprocess.Popen] = {}
     for spec in nodes:
         label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
-        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, config_dir, args.profile, node_params[spec.name])
+        extra = (args.arm_config,) if spec.name == "arm_bridge" else ()
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, config_dir, args.profile, node_params[spec.name],
+                                                             extra)
         node_env = dict(env)
         if spec.name != LEARNER:
             node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
@@ -234,9 +277,12 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     ros_argv = ["--ros-args"]
     for name in graph.config_files(args.profile):
         ros_argv += ["--params-file", str(config_dir / name)]
+    if getattr(args, "bridge", "sim") == "arm":
+        ros_argv += ["--params-file", str(args.arm_config)]
     context = rclpy.Context()
     rclpy.init(args=ros_argv, context=context)
-    classes = {"learner": "LearnerNode", "sim_bridge": "SimBridge", "policy_server": "PolicyServer",
+    classes = {"learner": "LearnerNode", "sim_bridge": "SimBridge", "arm_bridge": "ArmBridge",
+               "policy_server": "PolicyServer",
                "exploration_controller": "ExplorationController"}
     created = []
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=6, context=context)
@@ -273,6 +319,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     started = time.monotonic()
 
+    if args.bridge == "arm" and (not args.checkpoint or args.eval_episodes):
+        raise SystemExit("--bridge arm: give --checkpoint (no simulator to pre-train in) and --eval-episodes 0 "
+                         "(no simulator to evaluate in)")
+    learner_state = run_dir / "learner" / "state"
+    if args.resume and not args.run_dir:
+        raise SystemExit("--resume needs --run-dir (the run to continue)")
+    if not args.resume and learner_state.is_dir() and any(learner_state.iterdir()):
+        raise SystemExit(f"[porl] {run_dir} already holds a run (learner state in {learner_state}); "
+                         f"pass --resume to continue it, or choose another --run-dir")
+    if args.resume and not args.checkpoint and (run_dir / "pretrained").is_dir():
+        args.checkpoint = str(run_dir / "pretrained")  # the resumed run's own pre-trained actor
     checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
     before = None
     if args.eval_episodes:
@@ -280,7 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
               f"({args.eval_episodes} episodes)")
 
-    nodes = graph.finetune_graph(args.num_bridges)
+    nodes = graph.finetune_graph(args.num_bridges, args.bridge)
     params = node_parameters(args, checkpoint, run_dir)
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
@@ -298,11 +355,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         progress.close()
     if code != 0:
         print(f"[porl] {'interrupted' if interrupted else 'fine-tuning failed'} (exit {code}); run dir {run_dir}")
+        write_run_report(run_dir)  # the curves so far still help to see what went wrong
         return code
 
     final = run_dir / "learner" / "final_actor"
     summary = {"env": args.env, "checkpoint": checkpoint, "final_actor": str(final), "profile": args.profile,
-               "timing_mode": args.timing_mode, "seconds": round(time.monotonic() - started, 1)}
+               "timing_mode": args.timing_mode, "seconds": round(time.monotonic() - started, 1),
+               "presample_steps": learner_setting(args.profile, params[LEARNER], "presample_steps"),
+               "total_env_steps": learner_setting(args.profile, params[LEARNER], "total_env_steps")}
     learner_summary = run_dir / "learner" / "learner_summary.json"
     if learner_summary.is_file():
         summary["learner"] = json.loads(learner_summary.read_text())
@@ -314,5 +374,6 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"(return {before.mean_return:.1f}); after: {after.success_rate:.2f} "
               f"(return {after.mean_return:.1f}) over {args.eval_episodes} episodes each")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run_report(run_dir)
     print(f"[porl] done in {summary['seconds']:.0f} s; final actor {final}; summary {run_dir / 'summary.json'}")
     return 0

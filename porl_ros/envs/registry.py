@@ -70,9 +70,14 @@ def split_env_id(env_id: str) -> tuple[str, str]:
 
 
 def make_env(env_id: str, *, max_episode_steps: int | None = None, seed: int | None = None,
-             **kwargs: Any) -> EnvBackend:
-    """Build the back-end named by `env_id` (see the module docstring)."""
+             terminate_on_success: bool | None = None, **kwargs: Any) -> EnvBackend:
+    """Build the back-end named by `env_id` (see the module docstring).
+
+    terminate_on_success: None keeps the back-end's default; True/False is passed on.
+    """
     prefix, name = split_env_id(env_id)
+    if terminate_on_success is not None:
+        kwargs["terminate_on_success"] = bool(terminate_on_success)
     return _factory(prefix)(name, max_episode_steps=max_episode_steps, seed=seed, **kwargs)
 
 

@@ -773,11 +773,16 @@ class RLBenchEnv(EnvBackend):
 
 
 def make_rlbench(name: str, *, max_episode_steps: int | None = None, seed: int | None = None,
-                 **kwargs: Any) -> RLBenchEnv:
+                 terminate_on_success: bool | None = None, **kwargs: Any) -> RLBenchEnv:
     """Registry factory for ``"rlbench/<task>"`` (e.g. ``make_env("rlbench/reach_target")``).
 
     ``seed`` seeds the first reset's placement; other keyword arguments go to RLBenchEnv.
+    ``terminate_on_success`` is accepted for the common interface only: an RLBench task
+    itself ends its episode (``terminate``) when it succeeds, whatever is asked here.
     """
+    if terminate_on_success is False:
+        _LOG.info("rlbench/%s: episodes end when the task reports terminate (RLBench's own rule); "
+                  "terminate_on_success=False does not change that", name)
     if max_episode_steps is None:
         max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
     return RLBenchEnv(name, max_episode_steps=max_episode_steps, seed=seed, **kwargs)

@@ -9,15 +9,16 @@ that fails or times out is retried while that observation is still the newest.
 
 from __future__ import annotations
 
+import collections
 import time
 
-import numpy as np
 from rclpy.node import Node
 
 from porl_ros.core.checkpoint import CheckpointError, load_actor
 from porl_ros.core.exploration import EpsilonGreedy, EpsilonSchedule, StagedEpsilon
 from porl_ros.core.phases import FINETUNE, PRESAMPLE
 from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
 from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
                                    probability, run_node)
 from porl_ros.nodes.qos import STREAM_QOS
@@ -42,6 +43,7 @@ PARAMS = [
     Param("observation_topic", "porl/observation", "Observations from the bridge."),
     Param("action_topic", "porl/action", "Actions to the bridge."),
     Param("get_action_service", "porl/get_action", "The policy server's GetAction service."),
+    DIAGNOSTICS_RATE_PARAM,
 ]
 
 
@@ -66,6 +68,7 @@ class ExplorationController(Node):
         self.request_sent_at = 0.0
         self.in_flight = None
         self.rejected_observations = 0
+        self.rejections = collections.Counter()  # refused inputs by field
         self.exploratory_actions = 0
         self.actions_sent = 0
 
@@ -73,16 +76,30 @@ class ExplorationController(Node):
         self.action_pub = self.create_publisher(Action, p["action_topic"], STREAM_QOS)
         self.create_subscription(Observation, p["observation_topic"], self._on_observation, STREAM_QOS)
         self.create_timer(0.5, self._check_request)
+        self.observation_meter = RateMeter()
+        self.action_meter = RateMeter()
+        self.rejected_reported = 0
+        self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"])
+
+    def _reject(self, field: str, why: str) -> None:
+        self.rejections[field] += 1
+        self.get_logger().error(f"rejected {field}: {why}", throttle_duration_sec=1.0)
 
     def _on_observation(self, obs: Observation) -> None:
         if obs.bridge_id != self.p["bridge_id"]:
+            self.rejected_observations += 1
+            self._reject("observation.bridge_id", f"{obs.bridge_id} is not this controller's {self.p['bridge_id']}")
             return
+        self.observation_meter.tick()
         try:
             from_float32_field(obs.state, self.obs_dim, "observation.state")
         except ValueError as e:
             self.rejected_observations += 1
-            self.get_logger().error(f"rejected observation (episode {obs.episode}, step {obs.step}): {e}")
+            self._reject("observation.state", f"(episode {obs.episode}, step {obs.step}) {e}")
             return
+        if obs.phase not in ("", PRESAMPLE, FINETUNE):
+            self._reject("observation.phase", f"unknown phase '{obs.phase:.40}' (keeping {self.current_phase})")
+            obs.phase = ""
         self.pending = obs
         self._request(obs)
 
@@ -110,6 +127,12 @@ class ExplorationController(Node):
             self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
             self._request(obs)
             return
+        try:
+            policy_action = from_float32_field(response.action, self.greedy.low.shape[0], "response.action")
+        except ValueError as e:
+            self._reject("response.action", f"{e}; asking again")
+            self._request(obs)
+            return
         self.pending = None
         self.in_flight = None
         if phase != self.current_phase:
@@ -117,7 +140,6 @@ class ExplorationController(Node):
             self.current_phase = phase
         epsilon = self.epsilon.value(phase, self.steps_in_phase[phase])
         self.steps_in_phase[phase] += 1
-        policy_action = np.asarray(response.action, dtype=np.float32)
         executed, exploratory = self.greedy(policy_action, epsilon)
         message = Action(bridge_id=obs.bridge_id, episode=obs.episode, step=obs.step,
                          exploratory=bool(exploratory), policy_version=response.policy_version)
@@ -127,6 +149,29 @@ class ExplorationController(Node):
         self.action_pub.publish(message)
         self.actions_sent += 1
         self.exploratory_actions += int(exploratory)
+        self.action_meter.tick()
+
+    def _health(self) -> Health:
+        waiting = time.monotonic() - self.request_sent_at if self.pending is not None else 0.0
+        service_ready = self.client.service_is_ready()
+        values = {"phase": self.current_phase, "observations_per_second": self.observation_meter.rate(),
+                  "actions_per_second": self.action_meter.rate(), "actions_sent": self.actions_sent,
+                  "exploratory_fraction": self.exploratory_actions / self.actions_sent if self.actions_sent else 0.0,
+                  "epsilon": self.epsilon.value(self.current_phase, self.steps_in_phase[self.current_phase]),
+                  "rejected_observations": self.rejected_observations,
+                  "pending_observation": self.pending is not None, "seconds_waiting_for_action": waiting,
+                  "seconds_since_last_observation": self.observation_meter.age(),
+                  "get_action_service_ready": service_ready}
+        health = Health(values=values, message="answering observations")
+        if not service_ready:
+            health.warn(f"GetAction service {self.client.srv_name} not available (policy server down?)")
+        elif self.pending is not None and waiting > self.p["request_timeout_s"]:
+            health.warn(f"no GetAction answer for {waiting:.0f} s")
+        new_rejects = self.rejected_observations - self.rejected_reported
+        self.rejected_reported = self.rejected_observations
+        if new_rejects:
+            health.warn(f"{new_rejects} invalid observation(s) rejected since the last report")
+        return health
 
     def _check_request(self) -> None:
         """Deadline on the pending request: retry a lost or unanswered one."""

@@ -8,6 +8,7 @@ or served by a half-loaded actor. Usable alone to deploy a policy with no learni
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -18,6 +19,7 @@ from rclpy.node import Node
 
 from porl_ros.core.checkpoint import CheckpointError, actor_from_bytes, load_actor
 from porl_ros.nodes.conversions import from_float32_field, from_uint8_field, to_float32_field
+from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
 from porl_ros.nodes.params import Param, ParameterError, declare_params, non_negative, run_node
 from porl_ros.nodes.qos import LATCHED_QOS
 from porl_ros_interfaces.msg import PolicyWeights
@@ -32,6 +34,7 @@ PARAMS = [
     Param("weights_topic", "/porl/policy_weights", "Latched topic of versioned actor weights."),
     Param("version_wait_timeout_s", 10.0, "How long a request asking for a newer policy version "
           "waits for it before being refused.", **non_negative()),
+    DIAGNOSTICS_RATE_PARAM,
 ]
 
 
@@ -48,6 +51,7 @@ class PolicyServer(Node):
         self.served = 0
         self.refused = 0
         self.rejected_weights = 0
+        self.rejections = collections.Counter()  # refused inputs by field (weights.* and request.*)
         self._generator = torch.Generator().manual_seed(self.p["seed"])
         if self.p["checkpoint"]:
             try:
@@ -64,15 +68,25 @@ class PolicyServer(Node):
                             callback_group=ReentrantCallbackGroup())
         self.create_subscription(PolicyWeights, self.p["weights_topic"], self._on_weights, LATCHED_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
+        self.request_meter = RateMeter()
+        self.weights_meter = RateMeter()  # accepted weight versions
+        self.last_weights_error = ""
+        self.refused_reported = 0
+        self.diagnostics = NodeDiagnostics(self, self._health, self.p["diagnostics_rate_hz"])
 
     # ------------------------------------------------------------------ weights
     def _on_weights(self, msg: PolicyWeights) -> None:
         if msg.version <= self.version and self.actor is not None:
             return  # already serving this or a newer one (latched re-delivery)
         if msg.format != "safetensors":
-            self._reject_weights(f"format '{msg.format}' is not 'safetensors'")
+            self._reject_weights(f"format '{msg.format:.40}' is not 'safetensors'", field="format")
             return
-        expect = {"obs_dim": self.meta.obs_dim, "act_dim": self.meta.act_dim} if self.meta else None
+        if len(msg.data) == 0:
+            self._reject_weights("data is empty")
+            return
+        # A new actor must fit the robot the current one drives: sizes and action bounds.
+        expect = {"obs_dim": self.meta.obs_dim, "act_dim": self.meta.act_dim, "action_low": self.meta.action_low,
+                  "action_high": self.meta.action_high} if self.meta else None
         try:
             actor, meta = actor_from_bytes(from_uint8_field(msg.data), device=self.device, expect=expect)
         except CheckpointError as e:
@@ -82,14 +96,37 @@ class PolicyServer(Node):
         with self._cond:
             self.actor, self.meta, self.version = actor, meta, int(msg.version)
             self._cond.notify_all()
+        self.weights_meter.tick()
+        self.last_weights_error = ""
         self.get_logger().info(f"now serving policy version {self.version}")
 
-    def _reject_weights(self, why: str) -> None:
+    def _reject_weights(self, why: str, field: str = "data") -> None:
         self.rejected_weights += 1
-        self.get_logger().error(f"rejected policy weights: {why}; still serving version {self.version}")
+        self.rejections[f"weights.{field}"] += 1
+        self.last_weights_error = why
+        self.get_logger().error(f"rejected policy weights (field '{field}'): {why}; still serving version "
+                                f"{self.version}", throttle_duration_sec=1.0)
+
+    def _health(self) -> Health:
+        values = {"policy_version": self.version, "requests_per_second": self.request_meter.rate(),
+                  "served": self.served, "refused": self.refused, "rejected_weights": self.rejected_weights,
+                  "weight_updates": self.weights_meter.count,
+                  "seconds_since_last_weights": self.weights_meter.age(),
+                  "seconds_since_last_request": self.request_meter.age(), "device": self.device}
+        health = Health(values=values, message=f"serving policy version {self.version}")
+        if self.actor is None:
+            health.error(f"no policy yet: waiting for weights on {self.p['weights_topic']}")
+        if self.last_weights_error:
+            health.warn(f"last weights rejected ({self.last_weights_error})")
+        new_refusals = self.refused - self.refused_reported
+        self.refused_reported = self.refused
+        if new_refusals:
+            health.warn(f"{new_refusals} GetAction request(s) refused since the last report")
+        return health
 
     # ------------------------------------------------------------------ requests
     def _on_get_action(self, request: GetAction.Request, response: GetAction.Response) -> GetAction.Response:
+        self.request_meter.tick()
         def refuse(why: str) -> GetAction.Response:
             self.refused += 1
             response.ok, response.error, response.policy_version = False, why, self.version
@@ -108,6 +145,7 @@ class PolicyServer(Node):
         try:
             state = from_float32_field(request.state, actor.obs_dim, "state")
         except ValueError as e:
+            self.rejections["request.state"] += 1
             return refuse(str(e))
         action = actor.act(state, deterministic=request.deterministic, generator=self._generator)
         response.action = to_float32_field(np.asarray(action, dtype=np.float32))

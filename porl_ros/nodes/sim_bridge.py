@@ -41,6 +41,9 @@ PARAMS = [
           "'gymnasium/AdroitHandDoor-v1', 'rlbench/reach_target'."),
     Param("max_episode_steps", 200, "Episode length (time-limit truncation).", **positive()),
     Param("seed", 0, "Seed of episode k is seed + k (reproducible task variations).", **non_negative()),
+    Param("terminate_on_success", False, "End an episode (terminated) at the first success. Off by default "
+          "for training: with dense rewards a terminal success state is worth 0 to the critic, which "
+          "teaches it that succeeding is bad; episodes then end by the time limit."),
     Param("bridge_id", 0, "This bridge's id in transitions (several bridges can feed one learner).",
           **non_negative()),
     Param("checkpoint", "", "Actor checkpoint: its observation/action sizes are checked against "
@@ -76,7 +79,8 @@ class SimBridge(Node):
         super().__init__("sim_bridge", **node_kwargs)
         self.p = p = declare_params(self, PARAMS)
         try:
-            self.env = make_env(p["env_id"], max_episode_steps=p["max_episode_steps"], seed=p["seed"])
+            self.env = make_env(p["env_id"], max_episode_steps=p["max_episode_steps"], seed=p["seed"],
+                                terminate_on_success=p["terminate_on_success"])
         except (ValueError, KeyError, ImportError) as e:
             raise ParameterError(f"parameter 'env_id' = {p['env_id']!r}: {e}") from None
         self.spec = self.env.spec
