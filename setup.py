@@ -27,6 +27,8 @@ setup(
         "console_scripts": [
             "porl-ros = porl_ros.cli:main",
             "sim_bridge = porl_ros.nodes.sim_bridge:main",
+            "arm_bridge = porl_ros.nodes.arm_bridge:main",
+            "sim_hardware = porl_ros.nodes.sim_hardware:main",
             "exploration_controller = porl_ros.nodes.exploration_controller:main",
             "policy_server = porl_ros.nodes.policy_server:main",
             "learner = porl_ros.nodes.learner:main",

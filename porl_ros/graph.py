@@ -29,11 +29,21 @@ class NodeSpec:
     parameters: dict = field(default_factory=dict)
 
 
-def finetune_graph(num_bridges: int = 1) -> list[NodeSpec]:
+# The bridge kinds: node name (= parameter-file section, executable) and module.
+BRIDGES = {"sim": ("sim_bridge", "porl_ros.nodes.sim_bridge"), "arm": ("arm_bridge", "porl_ros.nodes.arm_bridge")}
+# Extra parameter file of a bridge kind (applied after the base and profile files).
+BRIDGE_CONFIGS = {"sim": None, "arm": "arm.yaml"}
+
+
+def finetune_graph(num_bridges: int = 1, bridge: str = "sim") -> list[NodeSpec]:
     """The nodes of a fine-tuning run: one learner; per bridge a bridge, an exploration
-    controller and a policy server, namespaced `bridge_<i>` when there are several."""
+    controller and a policy server, namespaced `bridge_<i>` when there are several.
+    `bridge`: "sim" (embedded simulator) or "arm" (a real arm through its ROS 2 drivers)."""
     if num_bridges < 1:
         raise ValueError(f"num_bridges must be >= 1, got {num_bridges}")
+    if bridge not in BRIDGES:
+        raise ValueError(f"unknown bridge '{bridge}'; choose one of {sorted(BRIDGES)}")
+    bridge_name, bridge_module = BRIDGES[bridge]
     nodes = [NodeSpec("learner", "learner", "porl_ros.nodes.learner",
                       parameters={"num_bridges": num_bridges})]
     for index in range(num_bridges):
@@ -43,7 +53,7 @@ def finetune_graph(num_bridges: int = 1) -> list[NodeSpec]:
             NodeSpec("policy_server", "policy_server", "porl_ros.nodes.policy_server", namespace),
             NodeSpec("exploration_controller", "exploration_controller",
                      "porl_ros.nodes.exploration_controller", namespace, dict(per_bridge)),
-            NodeSpec("sim_bridge", "sim_bridge", "porl_ros.nodes.sim_bridge", namespace, dict(per_bridge)),
+            NodeSpec(bridge_name, bridge_name, bridge_module, namespace, dict(per_bridge)),
         ]
     return nodes
 

@@ -24,6 +24,11 @@ from typing import Optional
 from porl_ros import graph
 
 LEARNER = "learner"
+ROLES = ("all", "learner", "robot")
+BRIDGE_NODE_NAMES = {name for name, _ in graph.BRIDGES.values()}
+# Per-bridge seeds are seed + index * stride, so bridges never replay one another's
+# episodes and exploration noise (episode k of a bridge is seeded seed + k).
+BRIDGE_SEED_STRIDE = 100_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presample-steps", type=int, default=None, help="T, pre-sample env steps (default: profile's)")
     p.add_argument("--timing-mode", default="lockstep", choices=["lockstep", "free_running"])
     p.add_argument("--num-bridges", type=int, default=1, help="bridges feeding the learner (default 1)")
+    p.add_argument("--role", default="all", choices=ROLES,
+                   help="which nodes this machine runs: 'all' (default), 'learner' (the learner alone) or "
+                   "'robot' (bridge + exploration controller + policy server per bridge); learner and robot "
+                   "hosts need the same --domain-id, --num-bridges and --timing-mode (docs/multi_host.md)")
+    p.add_argument("--bridge-ids", default="", help="--role robot: the bridge ids this machine runs, e.g. '1' "
+                   "or '0,1' (default: all of 0..num_bridges-1)")
     p.add_argument("--bridge", default="sim", choices=sorted(graph.BRIDGES),
                    help="'sim' (embedded simulator) or 'arm' (a real arm through its ROS 2 drivers; needs "
                    "--checkpoint and --eval-episodes 0; use --timing-mode free_running)")
@@ -105,9 +116,39 @@ def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict,
         out += ["--params-file", str(config_dir / name)]
     for path in extra_files:
         out += ["--params-file", str(path)]
-    for key, value in {**params, **spec.parameters}.items():
+    for key, value in spec_parameters(spec, params).items():
         out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
     return out
+
+
+def spec_parameters(spec: graph.NodeSpec, params: dict) -> dict:
+    """A node's run parameters plus the graph's own; a bridge's nodes get their own seed."""
+    merged = {**params, **spec.parameters}
+    if "bridge_id" in spec.parameters and "seed" in merged:
+        merged["seed"] = int(merged["seed"]) + BRIDGE_SEED_STRIDE * int(spec.parameters["bridge_id"])
+    return merged
+
+
+def nodes_for_role(nodes: list[graph.NodeSpec], role: str, bridge_ids: str = "") -> list[graph.NodeSpec]:
+    """The part of the graph one machine runs (`--role`, `--bridge-ids`)."""
+    if role == "all":
+        return nodes
+    if role == LEARNER:
+        return [spec for spec in nodes if spec.name == LEARNER]
+    robot = [spec for spec in nodes if spec.name != LEARNER]
+    if not bridge_ids:
+        return robot
+    try:
+        wanted = {int(item) for item in bridge_ids.split(",")}
+    except ValueError:
+        raise SystemExit(f"--bridge-ids {bridge_ids!r}: expected comma-separated integers, e.g. 0,1") from None
+    # The policy server has no bridge_id; it shares its namespace with its bridge.
+    namespaces = {spec.namespace for spec in robot if spec.parameters.get("bridge_id") in wanted}
+    known = {spec.parameters["bridge_id"] for spec in robot if "bridge_id" in spec.parameters}
+    if not wanted <= known:
+        raise SystemExit(f"--bridge-ids {bridge_ids!r}: ids {sorted(wanted - known)} are not in 0..{max(known)} "
+                         f"(--num-bridges {len(known)})")
+    return [spec for spec in robot if spec.namespace in namespaces]
 
 
 class ProgressPrinter:
@@ -229,14 +270,19 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
         with open(logs / f"{label}.log", "w") as log:
             procs[label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=node_env,
                                             start_new_session=True)
+    # Robot role: no learner here; the bridges stop when the learner reports the run done.
+    bridge_labels = [label for label, spec in zip(procs, nodes) if spec.name in BRIDGE_NODE_NAMES]
     code = 0
     try:
         while True:
-            learner_code = procs[LEARNER].poll()
-            if learner_code is not None:
-                code = learner_code
-                if code != 0:
-                    print(f"\n[porl] the learner exited with code {code}; see {logs / 'learner.log'}")
+            if LEARNER in procs:
+                learner_code = procs[LEARNER].poll()
+                if learner_code is not None:
+                    code = learner_code
+                    if code != 0:
+                        print(f"\n[porl] the learner exited with code {code}; see {logs / 'learner.log'}")
+                    break
+            elif all(procs[label].poll() == 0 for label in bridge_labels):
                 break
             failed = {k: p.returncode for k, p in procs.items() if p.poll() is not None and p.returncode != 0}
             if failed:
@@ -290,12 +336,14 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     try:
         for spec in nodes:
             cls = getattr(importlib.import_module(spec.module), classes[spec.name])
-            overrides = [Parameter(k, value=v) for k, v in {**node_params[spec.name], **spec.parameters}.items()]
+            overrides = [Parameter(k, value=v) for k, v in spec_parameters(spec, node_params[spec.name]).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)
             executor.add_node(node)
-        learner = created[0]
-        while rclpy.ok(context=context) and not learner.finished:
+        # The learner's end ends the run; without one here (robot role), the bridges' ends.
+        watched = [n for n in created if n.get_name() == LEARNER] or [
+            n for n, spec in zip(created, nodes) if spec.name in BRIDGE_NODE_NAMES]
+        while rclpy.ok(context=context) and not all(n.finished for n in watched):
             executor.spin_once(timeout_sec=0.1)
     except ParameterError as e:
         print(f"[porl] {e}")
@@ -314,9 +362,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.role != "all" and args.domain_id is None:
+        raise SystemExit(f"--role {args.role}: give --domain-id (the same on the learner and robot machines)")
+    if args.bridge_ids and args.role != "robot":
+        raise SystemExit("--bridge-ids: only with --role robot")
+    if args.role == "robot" and (not args.checkpoint or args.eval_episodes):
+        raise SystemExit("--role robot: give --checkpoint (the learner host's pre-trained actor, copied here) "
+                         "and --eval-episodes 0 (the learner host evaluates)")
     domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # One machine: keep discovery on it. Split across machines: the other host must be found.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
     started = time.monotonic()
 
     if args.bridge == "arm" and (not args.checkpoint or args.eval_episodes):
@@ -337,7 +393,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
               f"({args.eval_episodes} episodes)")
 
-    nodes = graph.finetune_graph(args.num_bridges, args.bridge)
+    nodes = nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
     params = node_parameters(args, checkpoint, run_dir)
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
@@ -355,8 +411,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         progress.close()
     if code != 0:
         print(f"[porl] {'interrupted' if interrupted else 'fine-tuning failed'} (exit {code}); run dir {run_dir}")
-        write_run_report(run_dir)  # the curves so far still help to see what went wrong
+        if args.role != "robot":
+            write_run_report(run_dir)  # the curves so far still help to see what went wrong
         return code
+    if args.role == "robot":
+        print(f"[porl] the learner reported the run done; robot nodes stopped; logs in {run_dir / 'logs'}")
+        return 0
 
     final = run_dir / "learner" / "final_actor"
     summary = {"env": args.env, "checkpoint": checkpoint, "final_actor": str(final), "profile": args.profile,

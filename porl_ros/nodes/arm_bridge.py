@@ -1,0 +1,694 @@
+"""Real-arm bridge: the sim bridge's contract towards the graph, a robot's ROS 2 drivers
+behind it, and a safety layer in between.
+
+Towards the graph (exactly as sim_bridge): Observation on `observation_topic`, Action on
+`action_topic`, Transition (gap-free `seq`) on `transition_topic`; `lockstep` waits for
+each TransitionAck (the arm holds still meanwhile), `free_running` steps at
+`control_rate_hz` while the arm keeps moving.
+
+Towards the robot (standard driver interfaces):
+  joint_states_topic            sensor_msgs/JointState; `joint_names` selects and orders joints
+  command_mode joint_velocity   std_msgs/Float64MultiArray on joint_velocity_command_topic
+                                (a ros2_control forward velocity controller)
+  command_mode cartesian_velocity  geometry_msgs/TwistStamped on twist_command_topic
+                                (MoveIt Servo); the end-effector position for the workspace
+                                box comes from geometry_msgs/PoseStamped on ee_pose_topic
+  gripper_command_topic         std_msgs/Float64MultiArray or Float64 (opening, m)
+
+Observation (float32), in this order:
+  joint positions [n] (rad), joint velocities [n] (rad/s),
+  gripper opening [1] in [-1, 1] (only with a gripper; measured from `gripper_joint`
+  in JointState, else the last command), end-effector position [3] (m, only when
+  `ee_pose_topic` is set). End-effector orientation / TF lookups are not included.
+Action (policy units, each in [-1, 1]):
+  joint_velocity:     n joint velocities (x joint_action_scale rad/s) [+ gripper]
+  cartesian_velocity: 3 linear (x linear_action_scale m/s) [+ 3 angular if
+                      cartesian_angular] [+ gripper]; gripper -1 closed .. +1 open.
+The transition records the action actually commanded after the safety filter.
+
+Safety (porl_ros.core.safety): speed clamp, action-rate limit, joint position limits or
+workspace box, a watchdog (zero velocity when actions or joint states stop arriving for
+`watchdog_timeout_periods` control periods, checked `watchdog_checks_per_period` times
+per period) and an emergency stop (std_srvs/SetBool: true holds the arm at zero velocity
+and truncates the episode until false; release drives it home and starts a new episode).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_srvs.srv import SetBool
+
+from porl_ros.core import safety
+from porl_ros.core.checkpoint import CheckpointError, load_actor
+from porl_ros.core.phases import PHASES
+from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
+                                   run_node)
+from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
+from porl_ros.rewards import checked_call, load_reward_function
+from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
+
+LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
+JOINT_VELOCITY, CARTESIAN_VELOCITY = "joint_velocity", "cartesian_velocity"
+DONE = "done"
+DEFAULT_JOINTS = [f"joint_{i}" for i in range(1, 8)]
+
+# What the bridge is doing; the watchdog needs different inputs in each.
+WAITING_FOR_PEERS = "waiting_for_peers"
+RESETTING = "resetting"  # driving to the home pose
+AWAITING_ACTION = "awaiting_action"  # observation published
+EXECUTING = "executing"  # an action is commanded; the step ends at a control tick
+AWAITING_ACK = "awaiting_ack"  # lockstep: transition published, arm held still
+EMERGENCY_STOPPED = "emergency_stopped"
+
+PARAMS = [
+    # ---- the graph contract (as sim_bridge)
+    Param("env_id", "arm/real", "Name of this robot/task in logs (no simulator is created)."),
+    Param("max_episode_steps", 200, "Episode length (time-limit truncation).", **positive()),
+    Param("bridge_id", 0, "This bridge's id in transitions.", **non_negative()),
+    Param("checkpoint", "", "Actor checkpoint: its observation/action sizes are checked against this "
+          "arm's at start (empty: no check)."),
+    Param("timing_mode", FREE_RUNNING, "'free_running' (steps at control_rate_hz; for real arms) or "
+          "'lockstep' (arm held still while the learner catches up).", **one_of(LOCKSTEP, FREE_RUNNING)),
+    Param("control_rate_hz", 20.0, "Control (step) rate; also the command streaming rate.", **positive()),
+    Param("seed", 0, "Unused by a real arm; accepted so the runner can set it on any bridge.",
+          **non_negative()),
+    Param("action_timeout_s", 10.0, "Re-publish an observation unanswered for this long.", **positive()),
+    Param("ack_timeout_s", 10.0, "Lockstep: re-publish a transition unacknowledged for this long.", **positive()),
+    Param("max_env_steps", 0, "Stop after this many steps (0: until the learner reports done).",
+          **non_negative()),
+    Param("min_transition_subscribers", 1, "Subscribers of the transition topic to wait for.", **positive()),
+    Param("frame_id", "world", "frame_id of published porl headers."),
+    Param("observation_topic", "porl/observation", "Observations to the controller."),
+    Param("action_topic", "porl/action", "Actions from the controller."),
+    Param("transition_topic", "/porl/transition", "Transitions to the learner."),
+    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements from the learner."),
+    Param("status_topic", "/porl/status", "Learner status (its phase, in free_running mode)."),
+    # ---- the robot's drivers
+    Param("command_mode", JOINT_VELOCITY, "'joint_velocity' (Float64MultiArray to a forward velocity "
+          "controller) or 'cartesian_velocity' (TwistStamped to MoveIt Servo).",
+          **one_of(JOINT_VELOCITY, CARTESIAN_VELOCITY)),
+    Param("joint_names", DEFAULT_JOINTS, "Arm joints to observe (and command, in joint mode), in order."),
+    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState from the driver."),
+    Param("joint_velocity_command_topic", "/forward_velocity_controller/commands",
+          "std_msgs/Float64MultiArray joint velocities (joint_velocity mode)."),
+    Param("twist_command_topic", "/servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped (cartesian mode)."),
+    Param("command_frame_id", "base_link", "Frame of twist commands and of the workspace box; the pose topic "
+          "must use it."),
+    Param("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose (required in cartesian mode; "
+          "when set, its position is appended to the observation)."),
+    Param("cartesian_angular", False, "Cartesian mode: the action has 3 angular components too."),
+    Param("gripper_command_topic", "", "Gripper command topic (empty: no gripper in action/observation)."),
+    Param("gripper_command_type", "float64_multi_array", "'float64_multi_array' or 'float64'.",
+          **one_of("float64_multi_array", "float64")),
+    Param("gripper_joint", "", "Gripper joint in JointState for the observed opening (empty: last command)."),
+    Param("gripper_range", [0.0, 0.08], "Gripper opening [closed, open] the action's [-1, 1] maps to."),
+    # ---- safety
+    Param("joint_position_lower", [-1.0], "Lower joint position limits (rad; one value: all joints)."),
+    Param("joint_position_upper", [1.0], "Upper joint position limits (rad; one value: all joints)."),
+    Param("joint_position_margin", 0.05, "Within this of a limit a joint is only commanded inward (rad).",
+          **non_negative()),
+    Param("max_joint_velocity", [0.2], "Joint speed limits (rad/s; one value: all joints)."),
+    Param("max_joint_velocity_change", [0.05], "Action-rate limit: max change of a joint velocity command "
+          "per control period (rad/s)."),
+    Param("joint_action_scale", [0.2], "rad/s per unit of joint action (one value: all joints)."),
+    Param("linear_action_scale", 0.05, "m/s per unit of linear action.", **positive()),
+    Param("angular_action_scale", 0.2, "rad/s per unit of angular action.", **positive()),
+    Param("max_linear_speed", 0.05, "Per-axis linear speed limit (m/s).", **positive()),
+    Param("max_angular_speed", 0.2, "Per-axis angular speed limit (rad/s).", **positive()),
+    Param("max_linear_change", 0.01, "Action-rate limit of linear velocity per period (m/s).", **positive()),
+    Param("max_angular_change", 0.05, "Action-rate limit of angular velocity per period (rad/s).", **positive()),
+    Param("workspace_min", [0.2, -0.4, 0.05], "Workspace box lower corner in command_frame_id (m)."),
+    Param("workspace_max", [0.8, 0.4, 0.8], "Workspace box upper corner in command_frame_id (m)."),
+    Param("workspace_margin", 0.01, "Outward motion stops this far inside the box (m).", **non_negative()),
+    Param("watchdog_timeout_periods", 1.5, "Zero velocity once actions or joint states are older than this "
+          "many control periods.", check=lambda v: 0.5 <= v <= 1.75, requirement="in [0.5, 1.75] (so the stop "
+          "comes within 2 periods)"),
+    Param("watchdog_checks_per_period", 8, "Watchdog evaluations per control period.",
+          check=lambda v: 2 <= v <= 50, requirement="in [2, 50]"),
+    Param("emergency_stop_service", "porl/emergency_stop", "std_srvs/SetBool: true holds the arm, false "
+          "releases it."),
+    # ---- reward, success, reset
+    Param("reward_function", "", "'module:function' (obs, action, next_obs, **reward_kwargs) -> "
+          "(reward, success), e.g. 'porl_ros.rewards:joint_reach'."),
+    Param("reward_kwargs", "{}", "JSON object of keyword arguments for reward_function."),
+    Param("success_topic", "", "std_msgs/Bool success signal; alone it gives reward 1 on success, else 0; "
+          "with reward_function it decides success."),
+    Param("terminate_on_success", True, "End the episode (terminated) on success."),
+    Param("home_joint_positions", [0.0], "Reset pose (rad; one value: all joints); joint mode."),
+    Param("home_ee_position", [0.5, 0.0, 0.4], "Reset end-effector position (m); cartesian mode."),
+    Param("home_gripper", 1.0, "Gripper action at reset (-1 closed .. 1 open).",
+          check=lambda v: -1.0 <= v <= 1.0, requirement="in [-1, 1]"),
+    Param("reset_gain", 2.0, "Proportional gain of the reset controller (1/s).", **positive()),
+    Param("reset_tolerance", 0.02, "Reset is done when every joint (rad) / the end effector (m) is this close.",
+          **positive()),
+    Param("reset_timeout_s", 20.0, "Give up homing after this long (logged; the episode starts anyway).",
+          **positive()),
+]
+
+
+class ArmBridge(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("arm_bridge", **node_kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        self.lockstep = p["timing_mode"] == LOCKSTEP
+        self.cartesian = p["command_mode"] == CARTESIAN_VELOCITY
+        self.period = 1.0 / p["control_rate_hz"]
+        self.joint_names = list(p["joint_names"])
+        n = self.n_joints = len(self.joint_names)
+        if n == 0 or len(set(self.joint_names)) != n:
+            raise ParameterError(f"parameter 'joint_names' must list distinct joints, got {self.joint_names}")
+        self._configure_limits()
+        self.has_gripper = bool(p["gripper_command_topic"])
+        self.uses_pose = bool(p["ee_pose_topic"])
+        if self.cartesian and not self.uses_pose:
+            raise ParameterError("parameter 'ee_pose_topic' is required in cartesian_velocity mode "
+                                 "(the workspace box needs the end-effector position)")
+        gripper_range = list(p["gripper_range"])
+        if len(gripper_range) != 2 or not gripper_range[0] < gripper_range[1]:
+            raise ParameterError(f"parameter 'gripper_range' must be [closed, open], got {gripper_range}")
+        self.gripper_range = gripper_range
+        self.motion_dim = (6 if p["cartesian_angular"] else 3) if self.cartesian else n
+        self.act_dim = self.motion_dim + int(self.has_gripper)
+        self.obs_dim = 2 * n + int(self.has_gripper) + (3 if self.uses_pose else 0)
+        if p["checkpoint"]:
+            try:
+                load_actor(p["checkpoint"], expect={"obs_dim": self.obs_dim, "act_dim": self.act_dim})
+            except CheckpointError as e:
+                raise ParameterError(f"checkpoint does not fit this arm's observation ({self.obs_dim}) / "
+                                     f"action ({self.act_dim}) layout: {e}") from None
+        if not p["reward_function"] and not p["success_topic"]:
+            raise ParameterError("set parameter 'reward_function' ('module:function') or 'success_topic'")
+        self.reward_function = None
+        if p["reward_function"]:
+            try:
+                self.reward_function = load_reward_function(p["reward_function"], p["reward_kwargs"],
+                                                            self.obs_dim, self.act_dim)
+            except ValueError as e:
+                raise ParameterError(f"parameter 'reward_function': {e}") from None
+
+        self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
+        self.finished = False
+        self.exit_code = 0
+        self.activity = WAITING_FOR_PEERS
+        self.episode = 0
+        self.step_in_episode = 0
+        self.seq = 0
+        self.phase = ""
+        self.policy_version = 0
+        self.episode_return = 0.0
+        self.episode_success = False
+        self.episode_over = False  # lockstep: reset after the pending ack
+        self.awaiting_ack = False
+        self.last_transition: Transition | None = None
+        self.last_publish = time.monotonic()
+        # Latest driver state.
+        self.positions: np.ndarray | None = None
+        self.velocities = np.zeros(n)
+        self.measured_gripper: float | None = None
+        self.ee_position: np.ndarray | None = None
+        self.success_signal = False
+        # What is commanded now (velocity in joint mode, [linear, angular] in cartesian mode).
+        self.command = np.zeros(6 if self.cartesian else n)
+        self.gripper_action = float(p["home_gripper"])
+        self.state: np.ndarray | None = None  # observation of the step in progress
+        self.executing: tuple[np.ndarray, Action, float] | None = None
+        self.reset_started = 0.0
+        self.counters = {"rejected_actions": 0, "stale_actions": 0, "clamped_actions": 0, "rate_limited": 0,
+                         "position_limited": 0, "workspace_limited": 0, "rejected_joint_states": 0,
+                         "rejected_poses": 0, "watchdog_trips": 0, "emergency_stops": 0, "reset_timeouts": 0,
+                         "observation_resends": 0, "transition_resends": 0, "episodes": 0, "successes": 0}
+
+        self.obs_pub = self.create_publisher(Observation, p["observation_topic"], STREAM_QOS)
+        self.transition_pub = self.create_publisher(Transition, p["transition_topic"], STREAM_QOS)
+        if self.cartesian:
+            self.twist_pub = self.create_publisher(TwistStamped, p["twist_command_topic"], 10)
+        else:
+            self.velocity_pub = self.create_publisher(Float64MultiArray, p["joint_velocity_command_topic"], 10)
+        if self.has_gripper:
+            gripper_type = Float64 if p["gripper_command_type"] == "float64" else Float64MultiArray
+            self.gripper_pub = self.create_publisher(gripper_type, p["gripper_command_topic"], 10)
+        self.create_subscription(Action, p["action_topic"], self._on_action, STREAM_QOS)
+        self.create_subscription(TransitionAck, p["ack_topic"], self._on_ack, STREAM_QOS)
+        self.create_subscription(TrainingStatus, p["status_topic"], self._on_status, STATUS_QOS)
+        # Best effort subscribers match both reliable and best-effort driver publishers.
+        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state, STATUS_QOS)
+        if self.uses_pose:
+            self.create_subscription(PoseStamped, p["ee_pose_topic"], self._on_pose, STATUS_QOS)
+        if p["success_topic"]:
+            self.create_subscription(Bool, p["success_topic"], self._on_success, STATUS_QOS)
+        self.create_service(SetBool, p["emergency_stop_service"], self._on_emergency_stop)
+        self.create_timer(self.period, self._control_tick)
+        self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick)
+        self.create_timer(0.2, self._check_deadlines)
+        self.get_logger().info(
+            f"{p['env_id']}: {p['command_mode']}, {n} joints, obs {self.obs_dim}, act {self.act_dim}, "
+            f"{p['timing_mode']} at {p['control_rate_hz']} Hz, watchdog {self.monitor.watchdog.timeout_s * 1e3:.0f} ms")
+
+    def _configure_limits(self) -> None:
+        p, n = self.p, self.n_joints
+        try:
+            self.joint_limits = safety.JointLimits.build(
+                n, p["joint_position_lower"], p["joint_position_upper"], p["max_joint_velocity"],
+                p["max_joint_velocity_change"], p["joint_position_margin"], self.period)
+            self.joint_scale = safety._vector(p["joint_action_scale"], n, "joint_action_scale")
+            self.home_joints = safety._vector(p["home_joint_positions"], n, "home_joint_positions")
+            self.cartesian_limits = safety.CartesianLimits.build(
+                p["max_linear_speed"], p["max_angular_speed"], p["max_linear_change"], p["max_angular_change"],
+                p["workspace_min"], p["workspace_max"], p["workspace_margin"], self.period)
+            self.home_ee = safety._vector(p["home_ee_position"], 3, "home_ee_position")
+        except ValueError as e:
+            raise ParameterError(f"parameter {e}") from None
+        if np.any(self.joint_scale <= 0):
+            raise ParameterError("parameter 'joint_action_scale' must be > 0")
+        lower = self.joint_limits.position_lower + self.joint_limits.position_margin
+        upper = self.joint_limits.position_upper - self.joint_limits.position_margin
+        if np.any(self.home_joints < lower) or np.any(self.home_joints > upper):
+            raise ParameterError("parameter 'home_joint_positions' must lie inside the joint limits less "
+                                 "their margin")
+        box = self.cartesian_limits
+        if np.any(self.home_ee < box.workspace_low + box.workspace_margin) or \
+                np.any(self.home_ee > box.workspace_high - box.workspace_margin):
+            raise ParameterError("parameter 'home_ee_position' must lie inside the workspace box less its margin")
+
+    # ------------------------------------------------------------------ driver inputs
+    def _on_joint_state(self, msg: JointState) -> None:
+        index = {name: i for i, name in enumerate(msg.name)}
+        missing = [name for name in self.joint_names if name not in index]
+        try:
+            if missing:
+                raise ValueError(f"joint(s) {missing} missing")
+            order = [index[name] for name in self.joint_names]
+            positions = safety.check_finite([msg.position[i] for i in order], self.n_joints, "position")
+            velocities = (safety.check_finite([msg.velocity[i] for i in order], self.n_joints, "velocity")
+                          if len(msg.velocity) == len(msg.name) else np.zeros(self.n_joints))
+            gripper = None
+            if self.p["gripper_joint"]:
+                if self.p["gripper_joint"] not in index:
+                    raise ValueError(f"gripper joint '{self.p['gripper_joint']}' missing")
+                gripper = float(safety.check_finite([msg.position[index[self.p['gripper_joint']]]], 1, "gripper")[0])
+        except (ValueError, IndexError) as e:
+            self.counters["rejected_joint_states"] += 1
+            self.get_logger().error(f"rejected JointState: {e}", throttle_duration_sec=2.0)
+            return  # stays stale: the watchdog stops the arm if no good one follows
+        self.positions, self.velocities, self.measured_gripper = positions, velocities, gripper
+        self.monitor.watchdog.feed("joint_state", time.monotonic())
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        frame = self.p["command_frame_id"]
+        position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if (frame and msg.header.frame_id != frame) or not np.all(np.isfinite(position)):
+            self.counters["rejected_poses"] += 1
+            self.get_logger().error(f"rejected end-effector pose in frame '{msg.header.frame_id}' (expected "
+                                    f"'{frame}') or with NaN", throttle_duration_sec=2.0)
+            return
+        self.ee_position = position
+        self.monitor.watchdog.feed("ee_pose", time.monotonic())
+
+    def _on_success(self, msg: Bool) -> None:
+        self.success_signal = bool(msg.data)
+
+    # ------------------------------------------------------------------ observation and commands
+    def _observe(self) -> np.ndarray:
+        parts = [self.positions, self.velocities]
+        if self.has_gripper:
+            if self.measured_gripper is not None:
+                low, high = self.gripper_range
+                parts.append([2.0 * (self.measured_gripper - low) / (high - low) - 1.0])
+            else:
+                parts.append([self.gripper_action])
+        if self.uses_pose:
+            parts.append(self.ee_position)
+        return np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in parts]).astype(np.float32)
+
+    def _filter(self, command: np.ndarray) -> tuple[np.ndarray, safety.FilterReport]:
+        """The safe version of a motion command (raises ValueError on bad input)."""
+        if self.cartesian:
+            linear, angular, report = safety.filter_twist(command[:3], command[3:], self.ee_position,
+                                                          self.command[:3], self.command[3:], self.cartesian_limits)
+            return np.concatenate([linear, angular]), report
+        return safety.filter_joint_velocity(command, self.positions, self.command, self.joint_limits)
+
+    def _send_command(self, command: np.ndarray) -> None:
+        self.command = np.asarray(command, dtype=np.float64)
+        if self.cartesian:
+            msg = TwistStamped()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = self.p["command_frame_id"]
+            t = msg.twist
+            t.linear.x, t.linear.y, t.linear.z = (float(v) for v in self.command[:3])
+            t.angular.x, t.angular.y, t.angular.z = (float(v) for v in self.command[3:])
+            self.twist_pub.publish(msg)
+        else:
+            self.velocity_pub.publish(Float64MultiArray(data=[float(v) for v in self.command]))
+
+    def _stop(self) -> None:
+        self._send_command(np.zeros_like(self.command))
+
+    def _send_gripper(self, action: float) -> None:
+        if not self.has_gripper:
+            return
+        self.gripper_action = float(np.clip(action, -1.0, 1.0))
+        low, high = self.gripper_range
+        opening = low + (self.gripper_action + 1.0) / 2.0 * (high - low)
+        if self.p["gripper_command_type"] == "float64":
+            self.gripper_pub.publish(Float64(data=opening))
+        else:
+            self.gripper_pub.publish(Float64MultiArray(data=[opening]))
+
+    def _motion_command(self, action: np.ndarray) -> np.ndarray:
+        """Policy units -> physical velocity command (before the safety filter)."""
+        motion = action[: self.motion_dim].astype(np.float64)
+        if not self.cartesian:
+            return motion * self.joint_scale
+        command = np.zeros(6)
+        command[:3] = motion[:3] * self.p["linear_action_scale"]
+        if self.p["cartesian_angular"]:
+            command[3:] = motion[3:6] * self.p["angular_action_scale"]
+        return command
+
+    def _executed_action(self, command: np.ndarray, gripper: float) -> np.ndarray:
+        """Physical command -> policy units: what the transition records."""
+        if self.cartesian:
+            motion = command[:3] / self.p["linear_action_scale"]
+            if self.p["cartesian_angular"]:
+                motion = np.concatenate([motion, command[3:] / self.p["angular_action_scale"]])
+        else:
+            motion = command / self.joint_scale
+        parts = [motion] + ([[gripper]] if self.has_gripper else [])
+        return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
+
+    def _required_inputs(self) -> tuple[str, ...]:
+        """Inputs that must be fresh for the arm to keep moving in the current activity."""
+        if self.activity not in (RESETTING, AWAITING_ACTION, EXECUTING):
+            return ()
+        required = ("joint_state",) + (("ee_pose",) if self.uses_pose else ())
+        if self.activity != RESETTING and np.any(self.command != 0):
+            required += ("action",)
+        return required
+
+    # ------------------------------------------------------------------ graph inputs
+    def _on_action(self, msg: Action) -> None:
+        if msg.bridge_id != self.p["bridge_id"]:
+            return
+        if self.activity != AWAITING_ACTION or msg.episode != self.episode or msg.step != self.step_in_episode:
+            self.counters["stale_actions"] += 1  # answers an observation already handled (or none)
+            return
+        try:
+            action = from_float32_field(msg.action, self.act_dim, "action.action")
+        except ValueError as e:
+            self.counters["rejected_actions"] += 1
+            self.get_logger().error(f"rejected action for episode {msg.episode} step {msg.step}: {e}")
+            return
+        now = time.monotonic()
+        self.monitor.watchdog.feed("action", now)
+        if self.monitor.update(now, self._required_inputs()) == safety.EMERGENCY_STOP:
+            return
+        clipped = np.clip(action, -1.0, 1.0)
+        self.counters["clamped_actions"] += int(np.any(clipped != action))
+        try:
+            command, report = self._filter(self._motion_command(clipped))
+        except ValueError as e:  # e.g. no end-effector pose yet
+            self.counters["rejected_actions"] += 1
+            self.get_logger().error(f"cannot execute action: {e}")
+            return
+        self._count(report)
+        if not self.monitor.motion_allowed:
+            command = np.zeros_like(command)  # a stale joint state or pose: hold still
+        self._send_command(command)
+        gripper = float(clipped[-1]) if self.has_gripper else 0.0
+        self._send_gripper(gripper)
+        self.executing = (self._executed_action(command, gripper), msg, now)
+        self.activity = EXECUTING
+
+    def _count(self, report: safety.FilterReport) -> None:
+        self.counters["clamped_actions"] += int(report.velocity_clamped)
+        self.counters["rate_limited"] += int(report.rate_limited)
+        self.counters["position_limited"] += int(report.position_limited)
+        self.counters["workspace_limited"] += int(report.workspace_limited)
+
+    def _on_ack(self, msg: TransitionAck) -> None:
+        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack:
+            return
+        if self.last_transition is None or msg.seq != self.last_transition.seq:
+            return
+        self.awaiting_ack = False
+        self.policy_version = msg.policy_version
+        self._set_phase(msg.phase)
+        if self.activity == AWAITING_ACK and not self.finished:
+            if self.episode_over:
+                self._start_reset()
+            else:
+                self._publish_observation()
+
+    def _on_status(self, msg: TrainingStatus) -> None:
+        if not self.lockstep:
+            self.policy_version = max(self.policy_version, msg.policy_version)
+            self._set_phase(msg.phase)
+
+    def _set_phase(self, phase: str) -> None:
+        if phase == DONE:
+            if not self.finished:
+                self.get_logger().info(f"learner reports the run is done; stopping after {self.seq} steps")
+                self._finish()
+        elif phase in PHASES and phase != self.phase:
+            self.get_logger().info(f"learner phase: {phase}")
+            self.phase = phase
+
+    def _on_emergency_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if request.data:
+            engaged_now = self.monitor.state != safety.EMERGENCY_STOP
+            self.monitor.engage_emergency_stop()
+            self._stop()
+            if engaged_now:
+                self.counters["emergency_stops"] += 1
+                self.get_logger().warning("EMERGENCY STOP engaged: arm held at zero velocity")
+                self._truncate_for_emergency_stop()
+            response.success, response.message = True, "emergency stop engaged; call with false to release"
+        else:
+            if self.monitor.state != safety.EMERGENCY_STOP:
+                response.success, response.message = True, "emergency stop was not engaged"
+                return response
+            self.monitor.release_emergency_stop()
+            self.get_logger().warning("emergency stop released: driving home, then a new episode")
+            if not self.finished and self.activity == EMERGENCY_STOPPED:
+                self._start_reset()
+            response.success, response.message = True, "released"
+        return response
+
+    def _truncate_for_emergency_stop(self) -> None:
+        if self.activity == EXECUTING:
+            # The step in progress ends here, as a truncated transition (no gap in seq).
+            self._complete_step(force_truncate=True)
+        elif self.activity in (AWAITING_ACTION, AWAITING_ACK) and not self.episode_over:
+            self._end_episode()  # its last transition is already out; the episode just ends
+        self.executing = None
+        self.episode_over = False
+        if self.activity != WAITING_FOR_PEERS:
+            self.activity = EMERGENCY_STOPPED
+
+    # ------------------------------------------------------------------ stepping
+    def _publish_observation(self) -> None:
+        self.state = self._observe()
+        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.episode, step=self.step_in_episode,
+                          required_policy_version=self.policy_version if self.lockstep else 0,
+                          phase=self.phase if self.phase in PHASES else "")
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.p["frame_id"]
+        msg.state = to_float32_field(self.state)
+        self.activity = AWAITING_ACTION
+        self.obs_pub.publish(msg)
+        self.last_publish = time.monotonic()
+
+    def _control_tick(self) -> None:
+        if self.finished:
+            return
+        now = time.monotonic()
+        state = self.monitor.update(now, self._required_inputs())
+        if self.activity == RESETTING:
+            self._reset_tick(now)
+        elif self.activity == EXECUTING and now - self.executing[2] >= 0.5 * self.period:
+            if not self.monitor.watchdog.stale(now, ("joint_state",) + (("ee_pose",) if self.uses_pose else ())):
+                self._complete_step()
+        if self.activity in (AWAITING_ACTION, EXECUTING) and state == safety.RUNNING and np.any(self.command != 0):
+            # Stream the held command (Servo needs a stream), re-filtered against where the
+            # arm is now: the position / workspace rules can only slow it further.
+            self._send_command(self._filter(self.command)[0])
+        elif self.activity != WAITING_FOR_PEERS and (state != safety.RUNNING or self.activity not in
+                                                     (AWAITING_ACTION, EXECUTING, RESETTING)):
+            self._stop()
+
+    def _watchdog_tick(self) -> None:
+        if self.activity == WAITING_FOR_PEERS or self.finished:
+            return
+        before = self.monitor.state
+        state = self.monitor.update(time.monotonic(), self._required_inputs())
+        if state == safety.WATCHDOG_STOP and before == safety.RUNNING:
+            self.counters["watchdog_trips"] += 1
+            self._stop()
+            self.get_logger().warning(f"watchdog: no fresh {', '.join(self.monitor.stale_inputs)} within "
+                                      f"{self.monitor.watchdog.timeout_s * 1e3:.0f} ms: zero velocity",
+                                      throttle_duration_sec=2.0)
+
+    def _complete_step(self, force_truncate: bool = False) -> None:
+        executed, action_msg, _ = self.executing
+        self.executing = None
+        next_state = self._observe()
+        if self.reward_function is not None:
+            try:
+                reward, success = checked_call(self.reward_function, self.state, executed, next_state)
+            except Exception as e:  # a user's function failing mid-run must not move the arm on
+                self.get_logger().fatal(f"reward function failed: {e}; stopping")
+                self._stop()
+                self.exit_code = 1
+                self._finish()
+                return
+            if self.p["success_topic"]:
+                success = self.success_signal
+        else:
+            success = self.success_signal
+            reward = 1.0 if success else 0.0
+        terminated = success and self.p["terminate_on_success"]
+        truncated = not terminated and (force_truncate or self.step_in_episode + 1 >= self.p["max_episode_steps"])
+        transition = Transition(bridge_id=self.p["bridge_id"], seq=self.seq, episode=self.episode,
+                                step=self.step_in_episode, reward=float(reward), terminated=bool(terminated),
+                                truncated=bool(truncated), success=bool(success),
+                                exploratory=action_msg.exploratory, policy_version=action_msg.policy_version)
+        transition.header.stamp = self.get_clock().now().to_msg()
+        transition.header.frame_id = self.p["frame_id"]
+        transition.state = to_float32_field(self.state)
+        transition.action = to_float32_field(executed)
+        transition.next_state = to_float32_field(next_state)
+        self.seq += 1
+        self.last_transition = transition
+        self.awaiting_ack = self.lockstep
+        self.episode_return += float(reward)
+        self.episode_success |= bool(success)
+        self.episode_over = terminated or truncated
+        if self.episode_over or self.lockstep:
+            self._stop()  # lockstep holds still while the learner catches up
+        self.transition_pub.publish(transition)
+        self.last_publish = time.monotonic()
+        if self.episode_over:
+            self._end_episode()
+        else:
+            self.step_in_episode += 1
+        if self.p["max_env_steps"] and self.seq >= self.p["max_env_steps"]:
+            self.get_logger().info(f"reached max_env_steps={self.p['max_env_steps']}")
+            self._finish()
+            return
+        if force_truncate:
+            return
+        if self.lockstep:
+            self.activity = AWAITING_ACK
+        elif self.episode_over:
+            self._start_reset()
+        else:
+            self._publish_observation()
+
+    def _end_episode(self) -> None:
+        self.counters["episodes"] += 1
+        self.counters["successes"] += int(self.episode_success)
+        self.get_logger().info(f"episode {self.episode}: return {self.episode_return:.2f}, "
+                               f"success {self.episode_success}", throttle_duration_sec=2.0)
+        self.episode += 1
+        self.step_in_episode = 0
+        self.episode_return = 0.0
+        self.episode_success = False
+
+    def _start_reset(self) -> None:
+        self.episode_over = False
+        self.activity = RESETTING
+        self.reset_started = time.monotonic()
+        self._send_gripper(self.p["home_gripper"])
+
+    def _reset_tick(self, now: float) -> None:
+        if self.monitor.state != safety.RUNNING:
+            return  # stale joint states / pose: the watchdog holds the arm; resume when fresh
+        if self.cartesian:
+            error = self.home_ee - self.ee_position
+            target = np.concatenate([safety.proportional_step(self.home_ee, self.ee_position, self.p["reset_gain"],
+                                                              self.cartesian_limits.max_linear_speed), np.zeros(3)])
+        else:
+            error = self.home_joints - self.positions
+            target = safety.proportional_step(self.home_joints, self.positions, self.p["reset_gain"],
+                                              self.joint_limits.max_velocity)
+        if np.max(np.abs(error)) <= self.p["reset_tolerance"]:
+            self._begin_episode()
+            return
+        if now - self.reset_started > self.p["reset_timeout_s"]:
+            self.counters["reset_timeouts"] += 1
+            self.get_logger().error(f"reset did not reach home within {self.p['reset_timeout_s']} s (largest "
+                                    f"error {np.max(np.abs(error)):.3f}); starting the episode from here")
+            self._begin_episode()
+            return
+        self._send_command(self._filter(target)[0])
+
+    def _begin_episode(self) -> None:
+        self._stop()
+        if self.awaiting_ack:
+            self.activity = AWAITING_ACK  # (after an emergency stop mid-lockstep) the ack comes first
+        else:
+            self._publish_observation()
+
+    def _finish(self) -> None:
+        self._stop()
+        self.finished = True
+
+    def _check_deadlines(self) -> None:
+        if self.finished:
+            return
+        if self.activity == WAITING_FOR_PEERS:
+            missing = []
+            if self.obs_pub.get_subscription_count() == 0:
+                missing.append(f"a subscriber of {self.obs_pub.topic_name} (exploration controller)")
+            matched, wanted = self.transition_pub.get_subscription_count(), self.p["min_transition_subscribers"]
+            if matched < wanted:
+                missing.append(f"{wanted - matched} more subscriber(s) of {self.transition_pub.topic_name}")
+            if self.positions is None:
+                missing.append(f"a JointState with {self.joint_names} on {self.p['joint_states_topic']}")
+            if self.uses_pose and self.ee_position is None:
+                missing.append(f"a pose on {self.p['ee_pose_topic']}")
+            if missing:
+                self.get_logger().info(f"waiting for {', '.join(missing)}", throttle_duration_sec=5.0)
+                return
+            if self.monitor.state == safety.EMERGENCY_STOP:
+                self.activity = EMERGENCY_STOPPED
+                return
+            self.get_logger().info("driving to the home pose")
+            self._start_reset()
+            return
+        waited = time.monotonic() - self.last_publish
+        if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
+            self.counters["transition_resends"] += 1
+            self.get_logger().warning(f"no ack for transition {self.last_transition.seq} in "
+                                      f"{self.p['ack_timeout_s']} s (is the learner running?); re-sending")
+            self.transition_pub.publish(self.last_transition)
+            self.last_publish = time.monotonic()
+        elif self.activity == AWAITING_ACTION and waited > self.p["action_timeout_s"]:
+            self.counters["observation_resends"] += 1
+            self.get_logger().warning(f"no action for episode {self.episode} step {self.step_in_episode} in "
+                                      f"{self.p['action_timeout_s']} s; re-sending the observation")
+            self._publish_observation()
+
+    def close(self) -> None:
+        # Leave the arm still whatever ended the node.
+        try:
+            self._stop()
+        except Exception:  # the context may already be shut down
+            pass
+        self.get_logger().info(f"arm_bridge counters: {self.counters}")
+
+
+def main(args=None) -> int:
+    return run_node(ArmBridge, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
