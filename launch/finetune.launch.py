@@ -2,7 +2,7 @@
 
     ros2 launch porl_ros finetune.launch.py checkpoint:=/path/to/actor_dir \
         [profile:=cpu|gpu] [env_id:=metaworld/push-v3] [timing_mode:=lockstep] \
-        [num_bridges:=1] [run_dir:=runs/latest] [rviz:=false]
+        [num_bridges:=1] [bridge:=sim|arm] [arm_config:=my_arm.yaml] [run_dir:=runs/latest] [rviz:=false]
 
 The nodes, names, namespaces and parameter files come from porl_ros.graph, the same
 description `porl-ros run` uses, so the two cannot drift apart.
@@ -25,6 +25,8 @@ ARGUMENTS = {
     "env_id": ("metaworld/push-v3", "Environment of the sim bridge."),
     "timing_mode": ("lockstep", "lockstep (simulators) or free_running (real robots)."),
     "num_bridges": ("1", "Bridges feeding the one learner."),
+    "bridge": ("sim", "sim (embedded simulator / RLBench) or arm (a real arm's ROS 2 drivers)."),
+    "arm_config": ("", "Parameter file of the arm bridge (default: the package's config/arm.yaml)."),
     "run_dir": ("runs/latest", "Learner output directory."),
     "rviz": ("false", "Start rviz2 with config/porl.rviz."),
 }
@@ -37,13 +39,16 @@ def _nodes(context):
     per_node = {
         "learner": {"run_dir": value["run_dir"], "timing_mode": value["timing_mode"], "env_id": value["env_id"]},
         "sim_bridge": {"env_id": value["env_id"], "timing_mode": value["timing_mode"]},
+        "arm_bridge": {"timing_mode": value["timing_mode"]},
     }
+    arm_config = value["arm_config"] or os.path.join(share, "config", graph.BRIDGE_CONFIGS["arm"])
     actions = []
-    for spec in graph.finetune_graph(int(value["num_bridges"])):
+    for spec in graph.finetune_graph(int(value["num_bridges"]), value["bridge"]):
         overrides = {"checkpoint": value["checkpoint"], **per_node.get(spec.name, {}), **spec.parameters}
+        node_files = files + ([arm_config] if spec.name == "arm_bridge" else [])
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name,
-            namespace=spec.namespace or None, parameters=files + [overrides], output="screen",
+            namespace=spec.namespace or None, parameters=node_files + [overrides], output="screen",
             # Small inference processes keep to one thread; the cores are the learner's.
             additional_env={} if spec.name == "learner" else {"OMP_NUM_THREADS": "1"},
         ))

@@ -142,3 +142,13 @@ def test_launch_file_starts_the_graph_description(monkeypatch):
 def test_launch_file_refuses_unknown_profile(monkeypatch):
     with pytest.raises(ValueError, match="unknown profile"):
         _launch(monkeypatch, profile="fast")
+
+
+def test_launch_file_swaps_in_the_arm_bridge(monkeypatch):
+    nodes = _launch(monkeypatch, checkpoint="/ckpt", bridge="arm", timing_mode="free_running")
+    arm = [n for n in nodes if n.kwargs["name"] == "arm_bridge"]
+    assert len(arm) == 1 and not [n for n in nodes if n.kwargs["name"] == "sim_bridge"]
+    files = arm[0].kwargs["parameters"][:-1]
+    assert [Path(f).name for f in files] == graph.config_files("cpu") + ["arm.yaml"]
+    assert all(Path(f).is_file() for f in files)
+    assert arm[0].kwargs["parameters"][-1]["timing_mode"] == "free_running"
