@@ -10,6 +10,7 @@ episode statistics (return, success, Q calibration) a user watches.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,19 +55,26 @@ class PorlLearner:
     """Replay + agent + phase schedule + statistics."""
 
     def __init__(self, agent: PorlAgent, replay_capacity: int, num_sources: int = 1,
-                 weights_every_env_steps: int = 1, stats_window: int = 20) -> None:
+                 weights_every_env_steps: int = 1, stats_window: int = 20,
+                 max_abs_reward: float = 1e6, max_seq_jump: int = 100_000) -> None:
         if replay_capacity < 1:
             raise ValueError(f"replay_capacity must be >= 1, got {replay_capacity}")
         if num_sources < 1:
             raise ValueError(f"num_sources must be >= 1, got {num_sources}")
         if weights_every_env_steps < 1:
             raise ValueError(f"weights_every_env_steps must be >= 1, got {weights_every_env_steps}")
+        if not max_abs_reward > 0:
+            raise ValueError(f"max_abs_reward must be > 0, got {max_abs_reward}")
         self.agent = agent
         self.config: PorlConfig = agent.config
         self.replay = ReplayBuffer(replay_capacity, agent.obs_dim, agent.act_dim)
         self.schedule = PhaseSchedule(self.config.presample_steps)
         self.num_sources = num_sources
         self.weights_every = weights_every_env_steps
+        self.max_abs_reward = float(max_abs_reward)
+        # A larger forward jump is no lost message but a forged or corrupt seq; accepting it
+        # would make every later genuine transition look like a duplicate.
+        self.max_seq_jump = int(max_seq_jump)
         low = agent.actor.action_low.cpu().numpy()
         high = agent.actor.action_high.cpu().numpy()
         # Actions are checked against the bounds with a small tolerance for float32 rounding.
@@ -74,7 +82,9 @@ class PorlLearner:
         self.env_steps = 0
         self.next_seq = [0] * num_sources
         self.seq_gaps = 0
-        self.rejected = collections.Counter()
+        self.rejected = collections.Counter()  # rejected transitions by field
+        self.bridge_restarts = 0  # a bridge started again from seq 0 (it persists nothing)
+        self._last_position: dict[int, tuple[int, int]] = {}  # source -> (episode, step) last stored
         self.policy_version = 0
         self._actor_updates_published = agent.actor_updates
         self.episodes: list[EpisodeRecord] = []
@@ -89,10 +99,21 @@ class PorlLearner:
         return self.agent.phase
 
     # ------------------------------------------------------------------ input
-    def validate(self, source: int, seq: int, state, action, reward, next_state) -> tuple:
-        """Check one transition; returns float32 arrays or raises TransitionRejected naming the field."""
+    def is_bridge_restart(self, source: int, seq: int) -> bool:
+        """seq 0 after a higher seq: the bridge process restarted (it persists nothing)."""
+        return 0 <= source < self.num_sources and seq == 0 and self.next_seq[source] > 0
+
+    def validate(self, source: int, seq: int, state, action, reward, next_state,
+                 episode: Optional[int] = None, step: Optional[int] = None) -> tuple:
+        """Check one transition; returns float32 arrays or raises TransitionRejected naming the field.
+
+        Every message starts with the field's name (the key of `rejected`).
+        """
         def vector(name: str, value, size: int) -> np.ndarray:
-            arr = np.asarray(value, dtype=np.float32).reshape(-1)
+            try:
+                arr = np.asarray(value, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise TransitionRejected(f"{name} is not a numeric vector") from None
             if arr.shape[0] != size:
                 raise TransitionRejected(f"{name} has {arr.shape[0]} values, expected {size}")
             if not np.all(np.isfinite(arr)):
@@ -101,29 +122,56 @@ class PorlLearner:
 
         if not 0 <= source < self.num_sources:
             raise TransitionRejected(f"bridge_id {source} is not in [0, {self.num_sources})")
-        if seq < self.next_seq[source]:
+        restart = self.is_bridge_restart(source, seq)
+        if seq < self.next_seq[source] and not restart:
             raise TransitionRejected(f"seq {seq} of bridge {source} is a duplicate or out of order "
                                      f"(expected >= {self.next_seq[source]})")
+        if seq > self.next_seq[source] + self.max_seq_jump:
+            raise TransitionRejected(f"seq {seq} of bridge {source} jumps more than {self.max_seq_jump} ahead "
+                                     f"of the expected {self.next_seq[source]}")
+        last = None if restart else self._last_position.get(source)
+        if episode is not None and last is not None and episode < last[0]:
+            raise TransitionRejected(f"episode {episode} of bridge {source} goes back (last stored {last[0]})")
+        if step is not None and last is not None and episode == last[0] and step <= last[1]:
+            raise TransitionRejected(f"step {step} of bridge {source} episode {episode} does not advance "
+                                     f"(last stored {last[1]})")
         s = vector("state", state, self.agent.obs_dim)
         a = vector("action", action, self.agent.act_dim)
         ns = vector("next_state", next_state, self.agent.obs_dim)
         if np.any(a < self._low) or np.any(a > self._high):
             raise TransitionRejected("action is outside the action bounds")
-        if not math.isfinite(float(reward)):
+        try:
+            r = float(reward)
+        except (TypeError, ValueError):
+            raise TransitionRejected(f"reward {reward!r:.40} is not a number") from None
+        if not math.isfinite(r):
             raise TransitionRejected("reward is NaN or inf")
-        return s, a, float(reward), ns
+        if abs(r) > self.max_abs_reward:
+            raise TransitionRejected(f"reward {r:g} is outside [-{self.max_abs_reward:g}, {self.max_abs_reward:g}]")
+        return s, a, r, ns
 
     def add_transition(self, source: int, seq: int, episode: int, state, action, reward: float, next_state,
-                       terminated: bool, truncated: bool, success: bool) -> Optional[EpisodeRecord]:
+                       terminated: bool, truncated: bool, success: bool,
+                       step: Optional[int] = None) -> Optional[EpisodeRecord]:
         """Validate and store one transition; returns the EpisodeRecord when it ends an episode.
 
         Raises TransitionRejected (counted in `rejected`) and stores nothing when invalid.
         """
         try:
-            s, a, r, ns = self.validate(source, seq, state, action, reward, next_state)
+            s, a, r, ns = self.validate(source, seq, state, action, reward, next_state, episode, step)
         except TransitionRejected as e:
             self.rejected[str(e).split(" ")[0]] += 1
             raise
+        if self.is_bridge_restart(source, seq):
+            # The bridge begins anew: its half-finished episode will never be completed.
+            self.bridge_restarts += 1
+            self.next_seq[source] = 0
+            self._open.pop(source, None)
+            self._last_position.pop(source, None)
+        if step is not None:
+            self._last_position[source] = (int(episode), int(step))
+        elif source in self._last_position:
+            del self._last_position[source]
         if seq > self.next_seq[source]:
             self.seq_gaps += seq - self.next_seq[source]
         self.next_seq[source] = seq + 1
@@ -175,6 +223,44 @@ class PorlLearner:
 
     def policy_meta(self, env_id: str = "") -> PolicyMeta:
         return PolicyMeta.for_actor(self.agent.actor, env_id=env_id, policy_version=self.policy_version)
+
+    # ------------------------------------------------------------------ persistence
+    def bookkeeping_state(self) -> dict:
+        """Everything besides agent tensors and replay needed to resume, as plain JSON data."""
+        return {
+            "env_steps": self.env_steps, "next_seq": list(self.next_seq), "seq_gaps": self.seq_gaps,
+            "rejected": dict(self.rejected), "bridge_restarts": self.bridge_restarts,
+            "policy_version": self.policy_version, "actor_updates_published": self._actor_updates_published,
+            "episodes": [dataclasses.asdict(r) for r in self.episodes],
+            "open_episodes": {str(k): {"episode": v.episode, "rewards": list(v.rewards),
+                                       "q_estimates": list(v.q_estimates), "success": v.success}
+                              for k, v in self._open.items()},
+            "last_position": {str(k): list(v) for k, v in self._last_position.items()},
+        }
+
+    def load_bookkeeping_state(self, state: dict) -> None:
+        """Inverse of bookkeeping_state(); raises ValueError naming a bad field."""
+        try:
+            next_seq = [int(x) for x in state["next_seq"]]
+            if len(next_seq) != self.num_sources:
+                raise ValueError(f"next_seq has {len(next_seq)} bridges, this learner has {self.num_sources} "
+                                 f"(num_bridges must not change across resume)")
+            self.env_steps = int(state["env_steps"])
+            self.next_seq = next_seq
+            self.seq_gaps = int(state["seq_gaps"])
+            self.rejected = collections.Counter({str(k): int(v) for k, v in state["rejected"].items()})
+            self.bridge_restarts = int(state["bridge_restarts"])
+            self.policy_version = int(state["policy_version"])
+            self._actor_updates_published = int(state["actor_updates_published"])
+            self.episodes = [EpisodeRecord(**r) for r in state["episodes"]]
+            self._open = {int(k): _OpenEpisode(int(v["episode"]), [float(x) for x in v["rewards"]],
+                                               [float(x) for x in v["q_estimates"]], bool(v["success"]))
+                          for k, v in state["open_episodes"].items()}
+            self._last_position = {int(k): (int(v[0]), int(v[1])) for k, v in state["last_position"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"learner bookkeeping state: bad or missing field: {e}") from None
+        self._recent.clear()
+        self._recent.extend(self.episodes[-self._recent.maxlen:])
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
@@ -237,12 +323,15 @@ class PorlLearner:
             "effective_utd": updates_per_s / steps_per_s if steps_per_s > 0 else 0.0,
             "seq_gaps": self.seq_gaps,
             "rejected_transitions": sum(self.rejected.values()),
+            "bridge_restarts": self.bridge_restarts,
         }
 
 
 def build_learner(actor: SquashedGaussianActor, config: PorlConfig, replay_capacity: int,
-                  num_sources: int = 1, weights_every_env_steps: int = 1) -> PorlLearner:
+                  num_sources: int = 1, weights_every_env_steps: int = 1,
+                  max_abs_reward: float = 1e6) -> PorlLearner:
     """A PorlLearner around a (pre-trained or fresh) actor."""
     agent = PorlAgent(actor.obs_dim, actor.act_dim, actor.action_low.cpu().numpy(),
                       actor.action_high.cpu().numpy(), config, actor=actor)
-    return PorlLearner(agent, replay_capacity, num_sources, weights_every_env_steps)
+    return PorlLearner(agent, replay_capacity, num_sources, weights_every_env_steps,
+                       max_abs_reward=max_abs_reward)

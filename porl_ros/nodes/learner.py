@@ -3,15 +3,17 @@
 Consumes Transitions, runs the pre-sample stage (actor frozen, critics trained at UTD
 `utd_ratio`) for `presample_steps` env steps and then fine-tunes with SAC, publishes
 versioned actor weights (latched), TrainingStatus, and writes checkpoints and a
-metrics log into `run_dir`. In lockstep mode each transition's updates run before its
+metrics log into `run_dir`. Its state (checkpoints + an fsync'd transition log, see
+porl_ros.core.learner_state) lives in `run_dir/state`, so `resume:=true` continues a run
+after a crash or a stop. In lockstep mode each transition's updates run before its
 TransitionAck, so the UTD ratio is exact; in free_running mode a training thread
 updates as fast as it can and the status reports the effective UTD.
 """
 
 from __future__ import annotations
 
+import collections
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from rclpy.node import Node
 from porl_ros.core.checkpoint import CheckpointError, PolicyMeta, actor_to_bytes, load_actor, save_actor
 from porl_ros.core.config import PorlConfig
 from porl_ros.core.learner import TransitionRejected, build_learner
+from porl_ros.core.learner_state import LearnerStateError, LearnerStateStore, LoggedTransition, resume_learner
 from porl_ros.core.networks import SquashedGaussianActor
 from porl_ros.nodes.conversions import to_uint8_field
 from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
@@ -38,6 +41,16 @@ PARAMS = [
           "SAC from scratch, sizes from 'env_id'."),
     Param("env_id", "metaworld/push-v3", "Only used for sizes and bounds when 'checkpoint' is empty."),
     Param("run_dir", "runs/latest", "Directory for checkpoints, metrics.jsonl and the final actor."),
+    Param("resume", False, "Continue the run whose state is in run_dir/state (last checkpoint + transition "
+          "log). False refuses a run_dir that already holds learner state."),
+    Param("keep_checkpoints", 2, "Full learner checkpoints kept (the newest that verifies is resumed).",
+          **positive()),
+    Param("log_sync_period_s", 0.25, "fsync the transition log at least this often (free_running, or "
+          "lockstep with log_fsync false; otherwise lockstep syncs before every ack).", **positive()),
+    Param("log_fsync", True, "Lockstep: fsync the transition log before each ack (an acked transition "
+          "survives a power loss). False: written but not fsync'd before the ack (survives a killed learner, "
+          "not a power loss; saves one disk flush per step), fsync'd every log_sync_period_s."),
+    Param("max_abs_reward", 1e6, "Transitions with |reward| above this are rejected.", **positive()),
     Param("timing_mode", LOCKSTEP, "'lockstep' or 'free_running' (must match the bridges).",
           **one_of(LOCKSTEP, FREE_RUNNING)),
     Param("num_bridges", 1, "Number of bridges feeding this learner (bridge ids 0..N-1).", **positive()),
@@ -47,7 +60,8 @@ PARAMS = [
     Param("n_critics", 10, "Critic ensemble size.", **positive()),
     Param("n_target_critics", 2, "Target = min over this many randomly chosen target critics.", **positive()),
     Param("critic_layer_norm", True, "LayerNorm in the critics."),
-    Param("critic_hidden", [256, 256], "Hidden layer sizes of each critic."),
+    Param("critic_hidden", [256, 256], "Hidden layer sizes of each critic.",
+          check=lambda v: len(v) > 0 and all(0 < int(x) <= 65536 for x in v), requirement="1 to 65536 units each"),
     Param("utd_ratio", 16, "Critic updates per env step.", **positive()),
     Param("actor_update_every", 1, "Actor and temperature update every K critic updates (fine-tune).",
           **positive()),
@@ -70,7 +84,8 @@ PARAMS = [
           **positive()),
     Param("max_weights_rate_hz", 2.0, "free_running: at most this many weight broadcasts per second.",
           **positive()),
-    Param("checkpoint_every_env_steps", 5000, "Save the actor every N env steps (0: only at the end).",
+    Param("checkpoint_every_env_steps", 5000, "Full learner checkpoint (and actor_latest) every N env steps "
+          "(0: only at shutdown).",
           **non_negative()),
     Param("status_rate_hz", 2.0, "TrainingStatus publishing rate.", **positive()),
     Param("presample_epsilon", 0.3, "Reported in TrainingStatus (the controller applies it).",
@@ -123,15 +138,24 @@ class LearnerNode(Node):
         actor, meta = _initial_actor(p, config)
         self.env_id = meta.env_id if meta else p["env_id"]
         self.learner = build_learner(actor, config, p["replay_capacity"], p["num_bridges"],
-                                     p["weights_every_env_steps"])
+                                     p["weights_every_env_steps"], max_abs_reward=p["max_abs_reward"])
         self.learner.policy_version = int(meta.policy_version) if meta else 0
-        self.lock = threading.Lock()  # replay/agent shared with the free-running training thread
+        self.lock = threading.Lock()  # replay/agent/log shared with the free-running training thread
         self.run_dir = Path(p["run_dir"])
+        self.store = LearnerStateStore(self.run_dir / "state", actor.obs_dim, actor.act_dim,
+                                       keep=p["keep_checkpoints"])
+        if not p["resume"] and self.store.has_state():
+            raise ParameterError(
+                f"parameter 'run_dir': {self.run_dir.resolve()} already holds learner state ({self.store.dir}); "
+                f"set resume:=true to continue that run (porl-ros run --resume), or choose a new run_dir")
+        self.resumed = p["resume"] and self._recover()
+        self.store.start_segment()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self.finished = False
         self.exit_code = 0
         self.done = False
+        self.closed = False
         self.last_weights_time = 0.0
         self.lockstep = p["timing_mode"] == LOCKSTEP
 
@@ -140,16 +164,48 @@ class LearnerNode(Node):
         self.ack_pub = self.create_publisher(TransitionAck, p["ack_topic"], STREAM_QOS)
         self.create_subscription(Transition, p["transition_topic"], self._on_transition, STREAM_QOS)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
-        self._publish_weights()  # the initial actor, for late-joining policy servers
+        if not self.lockstep or not p["log_fsync"]:
+            self.create_timer(p["log_sync_period_s"], self._sync_log)
+        # The initial (or resumed) actor, for late-joining policy servers; after a resume
+        # it gets a fresh version, so versions never repeat across the restart.
+        self._publish_weights(new_version=self.resumed)
         device = self.learner.agent.device
         self.get_logger().info(
             f"learner on {device}: {config.n_critics} critics, UTD {config.utd_ratio}, batch {config.batch_size}, "
             f"T={config.presample_steps}, total {p['total_env_steps']} env steps, {p['timing_mode']}; "
             f"run dir {self.run_dir}")
         self.trainer = None
-        if not self.lockstep:
+        total = p["total_env_steps"]
+        if total and self.learner.env_steps >= total:
+            self._finish()  # resumed a run that had already reached its end
+        elif not self.lockstep:
             self.trainer = threading.Thread(target=self._train_forever, name="porl-trainer", daemon=True)
             self.trainer.start()
+
+    @property
+    def rejections(self) -> collections.Counter:
+        """Rejected transitions by field (for diagnostics)."""
+        return self.learner.rejected
+
+    # ------------------------------------------------------------------ resume
+    def _recover(self) -> bool:
+        """Load the newest good checkpoint and replay the transition log after it."""
+        logger = self.get_logger()
+        levels = {"error": logger.error, "warning": logger.warning, "info": logger.info}
+        started = time.monotonic()
+        try:
+            report = resume_learner(self.learner, self.store, log=lambda level, text: levels[level](text))
+        except LearnerStateError as e:
+            raise ParameterError(f"parameter 'resume': cannot resume from {self.store.dir}: {e}") from None
+        if report.checkpoint is None and report.records_replayed == 0:
+            logger.info(f"resume: no earlier state in {self.store.dir}; starting a new run")
+            return False
+        s = self.learner.summary()
+        logger.info(f"resumed from {report.checkpoint or 'the start'} + {report.records_replayed} log records in "
+                    f"{time.monotonic() - started:.1f} s: {s['env_steps']} env steps, phase {s['phase']}, "
+                    f"replay {s['replay_size']}, {s['gradient_updates']} critic updates, "
+                    f"last policy version {s['policy_version']}")
+        return True
 
     # ------------------------------------------------------------------ transitions
     def _on_transition(self, msg: Transition) -> None:
@@ -162,14 +218,24 @@ class LearnerNode(Node):
                 self._ack(msg)  # the bridge re-sent one we already have: it missed our ack
                 return
             phase_before = self.learner.phase
+            restart = self.learner.is_bridge_restart(msg.bridge_id, msg.seq)
             try:
                 record = self.learner.add_transition(
                     msg.bridge_id, msg.seq, msg.episode, msg.state, msg.action, msg.reward, msg.next_state,
-                    msg.terminated, msg.truncated, msg.success)
+                    msg.terminated, msg.truncated, msg.success, step=msg.step)
             except TransitionRejected as e:
-                self.get_logger().error(f"rejected transition seq {msg.seq} of bridge {msg.bridge_id}: {e}")
+                self.get_logger().error(f"rejected transition seq {msg.seq} of bridge {msg.bridge_id}: {e}",
+                                        throttle_duration_sec=1.0)
+                # Acked all the same (in lockstep), so a bridge with bad data skips it and goes on.
+                self._ack(msg)
                 return
-            if expected is not None and msg.seq > expected:
+            self.store.log_transition(LoggedTransition(
+                msg.bridge_id, msg.seq, msg.episode, msg.step, msg.state, msg.action, float(msg.reward), msg.next_state,
+                bool(msg.terminated), bool(msg.truncated), bool(msg.success)))
+            if restart:
+                self.get_logger().warning(f"bridge {msg.bridge_id} restarted (seq 0 after {expected - 1}); "
+                                          f"its sequence starts again")
+            elif expected is not None and msg.seq > expected:
                 self.get_logger().warning(f"bridge {msg.bridge_id}: {msg.seq - expected} transition(s) missing "
                                           f"before seq {msg.seq} (gap counted)")
             if self.learner.phase != phase_before:
@@ -181,7 +247,10 @@ class LearnerNode(Node):
                 self.learner.train()
                 if self.learner.weights_due():
                     self._publish_weights()
-        self._maybe_checkpoint()
+            self._maybe_checkpoint()
+            if self.lockstep:
+                # Written (and by default fsync'd) before the ack: an acked transition survives kill -9.
+                self.store.sync(fsync=self.p["log_fsync"])
         total = self.p["total_env_steps"]
         if total and self.learner.env_steps >= total:
             self._finish()
@@ -208,9 +277,13 @@ class LearnerNode(Node):
                 time.sleep(0.01)  # not enough data yet
 
     # ------------------------------------------------------------------ outputs
-    def _publish_weights(self) -> None:
-        if self.learner.agent.actor_updates > 0:
+    def _publish_weights(self, new_version: bool = False) -> None:
+        """Publish the actor; called with self.lock held (or before any thread runs)."""
+        if new_version or self.learner.agent.actor_updates > 0:
             self.learner.mark_weights_published()
+            # Durable before it leaves: a version once seen is never reused after a crash.
+            self.store.log_policy_version(self.learner.policy_version)
+            self.store.sync()
         meta = self.learner.policy_meta(self.env_id)
         msg = PolicyWeights(version=self.learner.policy_version, format="safetensors")
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -249,11 +322,24 @@ class LearnerNode(Node):
         self.metrics_file.write(json.dumps(row) + "\n")
 
     def _maybe_checkpoint(self) -> None:
+        """Called with self.lock held."""
         every = self.p["checkpoint_every_env_steps"]
         if every and self.learner.env_steps % every == 0 and self.learner.env_steps > 0:
-            with self.lock:
-                save_actor(self.run_dir / "checkpoints" / "actor_latest", self.learner.agent.actor,
-                           self.learner.policy_meta(self.env_id))
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Full learner state (atomic), and the actor alone for deployment; self.lock held."""
+        started = time.monotonic()
+        path = self.store.write_checkpoint(self.learner.agent.state_tensors(), self.learner.replay,
+                                           self.learner.bookkeeping_state(), extra={"env_id": self.env_id})
+        save_actor(self.run_dir / "checkpoints" / "actor_latest", self.learner.agent.actor,
+                   self.learner.policy_meta(self.env_id))
+        self.get_logger().info(f"checkpoint {path.name} ({len(self.learner.replay)} transitions) in "
+                               f"{time.monotonic() - started:.2f} s")
+
+    def _sync_log(self) -> None:
+        with self.lock:
+            self.store.sync()
 
     def _finish(self) -> None:
         if self.done:
@@ -276,9 +362,19 @@ class LearnerNode(Node):
         self.finished = True
 
     def close(self) -> None:
+        """Stop training and write a last full checkpoint (also on Ctrl-C / SIGTERM)."""
+        if self.closed:
+            return
+        self.closed = True
         self.done = True
         if self.trainer is not None:
             self.trainer.join(timeout=5)
+        with self.lock:
+            try:
+                self._checkpoint()
+            except OSError as e:
+                self.get_logger().error(f"final checkpoint failed: {e}; the transition log still holds the tail")
+            self.store.close()
         self.metrics_file.close()
 
 
