@@ -144,7 +144,9 @@ def test_run_publishes_markers_joint_states_diagnostics_and_leaves_a_report(tmp_
                             "exploration_controller": {"actions_per_second", "rejected_observations",
                                                        "exploratory_fraction"},
                             "policy_server": {"requests_per_second", "seconds_since_last_weights",
-                                              "rejected_weights"}}.items():
+                                              "rejected_weights"},
+                            "learner": {"transitions_per_second", "seconds_since_last_weights", "replay_size",
+                                        "seq_gaps"}}.items():
         statuses = observer.statuses(node_name)
         assert statuses, f"no diagnostics from {node_name}: {sorted(observer.diagnostics)}"
         assert keys <= set(_values(statuses[-1])), f"{node_name}: {_values(statuses[-1])}"
@@ -153,6 +155,15 @@ def test_run_publishes_markers_joint_states_diagnostics_and_leaves_a_report(tmp_
     assert busy, "sim_bridge never reported a step rate"
     versions = [int(_values(s)["policy_version"]) for s in observer.statuses("policy_server")]
     assert max(versions) > 0, "the policy server never reported new weights"
+
+    # TensorBoard scalars from the learner.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir / "learner" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/critic_loss", "train/q_calibration_gap", "train/phase_finetune", "episode/return",
+            "rate/updates_per_second", "update/q_std"} <= tags, tags
+    assert [e.value for e in events.Scalars("train/phase_finetune")][-1] == 1.0
 
     # The end-of-run report.
     assert png_size(run_dir / "report.png") == (1000, 1000)

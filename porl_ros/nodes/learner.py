@@ -27,7 +27,10 @@ from porl_ros.core.config import PorlConfig
 from porl_ros.core.learner import TransitionRejected, build_learner
 from porl_ros.core.learner_state import LearnerStateError, LearnerStateStore, LoggedTransition, resume_learner
 from porl_ros.core.networks import SquashedGaussianActor
+from porl_ros.monitoring.tensorboard import TensorBoardLogger
 from porl_ros.nodes.conversions import to_uint8_field
+from porl_ros.nodes.diagnostics import (DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter, learner_health,
+                                        seconds_since)
 from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
                                    probability, run_node)
 from porl_ros.nodes.qos import LATCHED_QOS, STATUS_QOS, STREAM_QOS
@@ -88,6 +91,11 @@ PARAMS = [
           "(0: only at shutdown).",
           **non_negative()),
     Param("status_rate_hz", 2.0, "TrainingStatus publishing rate.", **positive()),
+    Param("tensorboard", True, "Write TensorBoard scalars (losses, Q statistics, alpha, success, return, rates, "
+          "phase, Q calibration gap) into run_dir/tensorboard, at the status rate and per episode."),
+    Param("stall_warn_s", 10.0, "Diagnostics: WARN when no transition arrived for this long mid-run.",
+          **positive()),
+    DIAGNOSTICS_RATE_PARAM,
     Param("presample_epsilon", 0.3, "Reported in TrainingStatus (the controller applies it).",
           **probability()),
     Param("transition_topic", "/porl/transition", "Transitions from the bridges."),
@@ -152,6 +160,11 @@ class LearnerNode(Node):
         self.store.start_segment()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        # After a resume, TensorBoard hides what the stopped process wrote past the restored step.
+        self.tensorboard = (TensorBoardLogger(self.run_dir / "tensorboard",
+                                              purge_step=self.learner.env_steps if self.resumed else None)
+                            if p["tensorboard"] else None)
+        self.transition_meter = RateMeter()
         self.finished = False
         self.exit_code = 0
         self.done = False
@@ -164,6 +177,7 @@ class LearnerNode(Node):
         self.ack_pub = self.create_publisher(TransitionAck, p["ack_topic"], STREAM_QOS)
         self.create_subscription(Transition, p["transition_topic"], self._on_transition, STREAM_QOS)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+        self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"])
         if not self.lockstep or not p["log_fsync"]:
             self.create_timer(p["log_sync_period_s"], self._sync_log)
         # The initial (or resumed) actor, for late-joining policy servers; after a resume
@@ -209,6 +223,7 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ transitions
     def _on_transition(self, msg: Transition) -> None:
+        self.transition_meter.tick()
         if self.done:
             self._ack(msg)
             return
@@ -308,7 +323,19 @@ class LearnerNode(Node):
     def _publish_status(self) -> None:
         with self.lock:
             msg = self._status_message()
+            if self.tensorboard is not None:
+                summary, update_metrics = self.learner.summary(), dict(self.learner.last_metrics)
         self.status_pub.publish(msg)
+        if self.tensorboard is not None:
+            self.tensorboard.log_summary(summary, update_metrics)
+
+    def _health(self) -> Health:
+        with self.lock:
+            summary = self.learner.summary()
+        return learner_health(summary, done=self.done, seconds_since_transition=self.transition_meter.age(),
+                              seconds_since_weights=seconds_since(self.last_weights_time),
+                              transitions_per_second=self.transition_meter.rate(),
+                              stall_warn_s=self.p["stall_warn_s"])
 
     def _log_episode(self, record) -> None:
         s = self.learner.summary()
@@ -320,6 +347,8 @@ class LearnerNode(Node):
                "policy_version": s["policy_version"], "updates_per_second": s["updates_per_second"],
                "time": time.time()}
         self.metrics_file.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log_episode(row)
 
     def _maybe_checkpoint(self) -> None:
         """Called with self.lock held."""
@@ -376,6 +405,8 @@ class LearnerNode(Node):
                 self.get_logger().error(f"final checkpoint failed: {e}; the transition log still holds the tail")
             self.store.close()
         self.metrics_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def main(args=None) -> int:
