@@ -1,0 +1,173 @@
+"""Several bridges feeding one learner, over real DDS, each node its own OS process.
+
+`porl-ros run --num-bridges 2` namespaces bridge_0 and bridge_1 (each with its own
+exploration controller and policy server) around one learner; an observer in this test
+process records the shared transition and weights topics and probes both policy servers.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+
+from porl_ros import graph, runner
+from porl_ros.core.checkpoint import save_actor
+from porl_ros.core.learner_state import LearnerStateStore
+from porl_ros.core.networks import SquashedGaussianActor
+from porl_ros.nodes.conversions import to_float32_field
+from porl_ros.nodes.qos import LATCHED_QOS, STREAM_QOS
+from porl_ros_interfaces.msg import PolicyWeights, Transition
+from porl_ros_interfaces.srv import GetAction
+
+ENV_ID = "metaworld/reach-v3"
+PROBE_STATE = np.linspace(-0.5, 0.5, 39).astype(np.float32)
+SMALL_LEARNER = ["learner:n_critics:=2", "learner:critic_hidden:=[64, 64]", "learner:batch_size:=32",
+                 "learner:learning_starts:=32", "learner:weights_every_env_steps:=5",
+                 "learner:checkpoint_every_env_steps:=0", "learner:utd_ratio:=2", "learner:torch_threads:=1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(39, 4, (64, 64), -np.ones(4), np.ones(4))
+    path = tmp_path_factory.mktemp("ckpt") / "actor"
+    save_actor(path, actor)
+    return str(path)
+
+
+class MultiBridgeObserver:
+    """Records transitions and weight versions; probes every bridge's GetAction service."""
+
+    def __init__(self, num_bridges: int) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("porl_scale_observer", context=self.context)
+        self.transitions: list[Transition] = []
+        self.weight_versions: list[int] = []
+        self.probes: dict[int, list[int]] = collections.defaultdict(list)  # bridge -> served versions
+        self.node.create_subscription(Transition, "/porl/transition", self.transitions.append, STREAM_QOS)
+        self.node.create_subscription(PolicyWeights, "/porl/policy_weights",
+                                      lambda msg: self.weight_versions.append(msg.version), LATCHED_QOS)
+        self.clients = {i: self.node.create_client(GetAction, f"/bridge_{i}/porl/get_action")
+                        for i in range(num_bridges)}
+        self.futures: dict[int, object] = {}
+        self.node.create_timer(0.1, self._probe)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.running = True
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.running:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _probe(self) -> None:
+        for bridge, client in self.clients.items():
+            pending = self.futures.get(bridge)
+            if (pending is not None and not pending.done()) or not client.service_is_ready():
+                continue
+            request = GetAction.Request(deterministic=True)
+            request.state = to_float32_field(PROBE_STATE)
+            future = client.call_async(request)
+            future.add_done_callback(lambda f, b=bridge: self._on_probe(b, f))
+            self.futures[bridge] = future
+
+    def _on_probe(self, bridge: int, future) -> None:
+        response = future.result()
+        if response is not None and response.ok:
+            self.probes[bridge].append(response.policy_version)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def test_graph_namespaces_bridges_and_seeds_them_apart():
+    nodes = graph.finetune_graph(3)
+    bridges = [spec for spec in nodes if spec.name == "sim_bridge"]
+    assert [spec.namespace for spec in bridges] == ["bridge_0", "bridge_1", "bridge_2"]
+    assert [runner.spec_parameters(spec, {"seed": 7})["seed"] for spec in bridges] == [
+        7, 7 + runner.BRIDGE_SEED_STRIDE, 7 + 2 * runner.BRIDGE_SEED_STRIDE]
+    learner = runner.nodes_for_role(nodes, "learner")
+    assert [spec.name for spec in learner] == ["learner"] and learner[0].parameters["num_bridges"] == 3
+    robot_1 = runner.nodes_for_role(nodes, "robot", "1")
+    assert sorted(spec.name for spec in robot_1) == ["exploration_controller", "policy_server", "sim_bridge"]
+    assert {spec.namespace for spec in robot_1} == {"bridge_1"}
+    with pytest.raises(SystemExit, match="ids \\[5\\] are not in 0..2"):
+        runner.nodes_for_role(nodes, "robot", "1,5")
+
+
+def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
+    steps, presample = 240, 120
+    observer = MultiBridgeObserver(2)
+    run_dir = tmp_path / "run"
+    # 2 transition subscribers per bridge: the learner and this observer, so it sees every step.
+    cmd = [sys.executable, "-m", "porl_ros.cli", "run", "--env", ENV_ID, "--checkpoint", checkpoint,
+           "--num-bridges", "2", "--eval-episodes", "0", "--episode-steps", "50", "--run-dir", str(run_dir),
+           "--steps", str(steps), "--presample-steps", str(presample),
+           "--domain-id", os.environ["ROS_DOMAIN_ID"], "--param", "sim_bridge:min_transition_subscribers:=2"]
+    for item in SMALL_LEARNER:
+        cmd += ["--param", item]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, start_new_session=True)
+        time.sleep(0.5)
+    finally:
+        observer.close()
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted((run_dir / "logs").glob("*.log")))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + logs
+    summary = json.loads((run_dir / "learner" / "learner_summary.json").read_text())
+    assert summary["env_steps"] == steps
+    assert summary["seq_gaps"] == 0 and summary["rejected_transitions"] == 0
+
+    by_bridge = collections.defaultdict(list)
+    for t in observer.transitions:
+        by_bridge[t.bridge_id].append(t)
+    assert sorted(by_bridge) == [0, 1], f"transitions from bridges {sorted(by_bridge)}"
+    for bridge, items in by_bridge.items():
+        seqs = [t.seq for t in items]
+        # Lockstep: each bridge's sequence is gap-free and in order (the learner ends the run
+        # at `steps` in total, so the split between the two is whatever the timing gave).
+        assert seqs == list(range(len(seqs))), f"bridge {bridge}: seqs {seqs[:20]}..."
+        assert len(seqs) >= steps // 4, f"bridge {bridge} made only {len(seqs)} of {steps} steps"
+    # The learner stops at `steps` in total; the other bridge may have one transition in
+    # flight then, which is acked with phase "done" and not stored.
+    assert steps <= sum(len(items) for items in by_bridge.values()) <= steps + 1
+    # Different seeds per bridge: their first episodes are different task variations.
+    first = {b: np.asarray(items[0].state) for b, items in by_bridge.items()}
+    assert not np.allclose(first[0], first[1])
+
+    # The replay buffer records each transition's source bridge (read from the learner's
+    # final checkpoint, written when it stopped).
+    checkpoint_now, _ = LearnerStateStore(run_dir / "learner" / "state", 39, 4).latest_valid_checkpoint()
+    assert checkpoint_now is not None, "the learner left no final checkpoint"
+    sources = checkpoint_now.replay.column("source")
+    assert len(sources) == steps
+    stored = collections.Counter(sources.tolist())
+    assert sorted(stored) == [0, 1]
+    for bridge in (0, 1):
+        assert len(by_bridge[bridge]) - 1 <= stored[bridge] <= len(by_bridge[bridge])
+
+    # Both policy servers followed the learner's weight versions up to the same, final one.
+    final = max(observer.weight_versions)
+    assert final == summary["policy_version"] and final > 1
+    for bridge in (0, 1):
+        served = observer.probes[bridge]
+        assert served and served == sorted(served), f"bridge {bridge} served versions {served}"
+        assert set(served) <= set(observer.weight_versions) | {0}
+        assert served[-1] == final, f"bridge {bridge}'s policy server ended at {served[-1]}, learner at {final}"
+        used = [t.policy_version for t in by_bridge[bridge]]
+        assert used == sorted(used) and used[-1] > 1, f"bridge {bridge} acted with versions {sorted(set(used))}"
