@@ -46,8 +46,7 @@ class Graph:
             checkpoint_every_env_steps=0, torch_threads=1, transition_topic="/fuzz/transition",
             ack_topic="/fuzz/ack", weights_topic="/fuzz/learner_weights", status_topic="/fuzz/status"))
         self.server = PolicyServer(context=self.context, parameter_overrides=o(
-            checkpoint=checkpoint, weights_topic="/fuzz/policy_weights", get_action_service="/fuzz/get_action",
-            version_wait_timeout_s=0.5))
+            checkpoint=checkpoint, weights_topic="/fuzz/policy_weights", get_action_service="/fuzz/get_action"))
         self.controller = ExplorationController(context=self.context, parameter_overrides=o(
             checkpoint=checkpoint, get_action_service="/fuzz/get_action", observation_topic="/fuzz/observation",
             action_topic="/fuzz/action", request_timeout_s=2.0))

@@ -21,6 +21,7 @@ from porl_ros.nodes.conversions import from_float32_field, to_float32_field
 from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
 from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
                                    probability, run_node)
+from porl_ros.nodes.policy_server import NOT_LOADED_YET
 from porl_ros.nodes.qos import STREAM_QOS
 from porl_ros_interfaces.msg import Action, Observation
 from porl_ros_interfaces.srv import GetAction
@@ -124,8 +125,11 @@ class ExplorationController(Node):
         response = future.result()
         if response is None or not response.ok:
             why = response.error if response is not None else "no response"
-            self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
-            self._request(obs)
+            if why.startswith(NOT_LOADED_YET):
+                self._retry_later(obs, 0.002)  # the weights are on their way (lockstep): ask again soon
+            else:
+                self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
+                self._retry_later(obs, 0.1)
             return
         try:
             policy_action = from_float32_field(response.action, self.greedy.low.shape[0], "response.action")
@@ -173,15 +177,28 @@ class ExplorationController(Node):
             health.warn(f"{new_rejects} invalid observation(s) rejected since the last report")
         return health
 
+    def _retry_later(self, obs: Observation, delay_s: float) -> None:
+        """Ask again for `obs` after a short pause, unless a newer observation came meanwhile."""
+        self.in_flight = None
+        self.request_sent_at = time.monotonic()
+
+        def fire() -> None:
+            self.destroy_timer(timer)
+            if self.pending is obs:
+                self._request(obs)
+
+        timer = self.create_timer(delay_s, fire)
+
     def _check_request(self) -> None:
         """Deadline on the pending request: retry a lost or unanswered one."""
         if self.pending is None:
             return
-        if self.in_flight is None or time.monotonic() - self.request_sent_at > self.p["request_timeout_s"]:
-            if self.in_flight is not None:
-                self.get_logger().warning(
-                    f"no GetAction answer in {self.p['request_timeout_s']} s; retrying")
-                self.client.remove_pending_request(self.in_flight)
+        waited = time.monotonic() - self.request_sent_at
+        if self.in_flight is None and waited > 0.5:
+            self._request(self.pending)  # the service was not ready, or a retry got lost
+        elif self.in_flight is not None and waited > self.p["request_timeout_s"]:
+            self.get_logger().warning(f"no GetAction answer in {self.p['request_timeout_s']} s; retrying")
+            self.client.remove_pending_request(self.in_flight)
             self._request(self.pending)
 
 

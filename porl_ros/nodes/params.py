@@ -9,6 +9,7 @@ clear log line and exit code 2 instead of a traceback.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Callable, Optional
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.experimental.events_executor import EventsExecutor
 from rclpy.node import Node
 
 
@@ -80,7 +82,12 @@ def run_node(factory: Callable[[], Node], args: Optional[list[str]] = None, thre
     code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else rclpy.executors.SingleThreadedExecutor()
+        if threads > 1:
+            executor = MultiThreadedExecutor(num_threads=threads)
+        elif os.environ.get("PORL_EXECUTOR", "events") == "events":
+            executor = EventsExecutor()
+        else:
+            executor = rclpy.executors.SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, "finished", False):
             executor.spin_once(timeout_sec=0.1)

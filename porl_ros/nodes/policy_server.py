@@ -9,12 +9,9 @@ or served by a half-loaded actor. Usable alone to deploy a policy with no learni
 from __future__ import annotations
 
 import collections
-import threading
-import time
 
 import numpy as np
 import torch
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
 from porl_ros.core.checkpoint import CheckpointError, actor_from_bytes, load_actor
@@ -25,6 +22,9 @@ from porl_ros.nodes.qos import LATCHED_QOS
 from porl_ros_interfaces.msg import PolicyWeights
 from porl_ros_interfaces.srv import GetAction
 
+# Start of GetAction's error when the requested policy version has not arrived yet.
+NOT_LOADED_YET = "policy version not loaded yet"
+
 PARAMS = [
     Param("checkpoint", "", "Actor checkpoint directory (actor.safetensors + meta.json) to serve "
           "until the learner publishes newer weights; empty: wait for the weights topic."),
@@ -32,8 +32,6 @@ PARAMS = [
     Param("seed", 0, "Seed of the action-sampling generator (stochastic requests).", **non_negative()),
     Param("get_action_service", "porl/get_action", "Service name of GetAction."),
     Param("weights_topic", "/porl/policy_weights", "Latched topic of versioned actor weights."),
-    Param("version_wait_timeout_s", 10.0, "How long a request asking for a newer policy version "
-          "waits for it before being refused.", **non_negative()),
     DIAGNOSTICS_RATE_PARAM,
 ]
 
@@ -44,12 +42,12 @@ class PolicyServer(Node):
         self.p = declare_params(self, PARAMS)
         self.device = "cuda" if self.p["device"] == "auto" and torch.cuda.is_available() else (
             "cpu" if self.p["device"] == "auto" else self.p["device"])
-        self._cond = threading.Condition()
         self.actor = None
         self.meta = None
         self.version = 0
         self.served = 0
         self.refused = 0
+        self.version_refusals = 0  # asked for a version not loaded yet (normal, retried)
         self.rejected_weights = 0
         self.rejections = collections.Counter()  # refused inputs by field (weights.* and request.*)
         self._generator = torch.Generator().manual_seed(self.p["seed"])
@@ -62,12 +60,8 @@ class PolicyServer(Node):
             self.version = int(self.meta.policy_version)
             self.get_logger().info(f"serving {self.p['checkpoint']} (version {self.version}, "
                                    f"obs {self.meta.obs_dim}, act {self.meta.act_dim})")
-        # Requests may wait for a newer version while the weights callback runs, so the
-        # two live in different callback groups of a multi-threaded executor.
-        self.create_service(GetAction, self.p["get_action_service"], self._on_get_action,
-                            callback_group=ReentrantCallbackGroup())
-        self.create_subscription(PolicyWeights, self.p["weights_topic"], self._on_weights, LATCHED_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(GetAction, self.p["get_action_service"], self._on_get_action)
+        self.create_subscription(PolicyWeights, self.p["weights_topic"], self._on_weights, LATCHED_QOS)
         self.request_meter = RateMeter()
         self.weights_meter = RateMeter()  # accepted weight versions
         self.last_weights_error = ""
@@ -93,9 +87,8 @@ class PolicyServer(Node):
             self._reject_weights(str(e))
             return
         actor.eval()
-        with self._cond:
-            self.actor, self.meta, self.version = actor, meta, int(msg.version)
-            self._cond.notify_all()
+        # Swapped in one step between two requests: no request sees a half-loaded actor.
+        self.actor, self.meta, self.version = actor, meta, int(msg.version)
         self.weights_meter.tick()
         self.last_weights_error = ""
         self.get_logger().info(f"now serving policy version {self.version}")
@@ -133,15 +126,15 @@ class PolicyServer(Node):
             self.get_logger().warning(f"GetAction refused: {why}", throttle_duration_sec=5.0)
             return response
 
-        deadline = time.monotonic() + self.p["version_wait_timeout_s"]
-        with self._cond:
-            while self.actor is None or self.version < request.min_policy_version:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    have = "no policy" if self.actor is None else f"version {self.version}"
-                    return refuse(f"asked for policy version >= {request.min_policy_version}, have {have}")
-                self._cond.wait(remaining)
-            actor, version = self.actor, self.version
+        # Never block here: the weights arrive through this same single-threaded executor.
+        # A request for a version not loaded yet is refused at once and the caller retries.
+        actor, version = self.actor, self.version
+        if actor is None or version < request.min_policy_version:
+            self.version_refusals += 1
+            have = "no policy" if actor is None else f"version {version}"
+            response.ok, response.policy_version = False, version
+            response.error = f"{NOT_LOADED_YET}: asked for >= {request.min_policy_version}, have {have}"
+            return response
         try:
             state = from_float32_field(request.state, actor.obs_dim, "state")
         except ValueError as e:
@@ -156,7 +149,7 @@ class PolicyServer(Node):
 
 
 def main(args=None) -> int:
-    return run_node(PolicyServer, args, threads=4)
+    return run_node(PolicyServer, args)
 
 
 if __name__ == "__main__":

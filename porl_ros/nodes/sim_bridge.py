@@ -238,7 +238,9 @@ class SimBridge(Node):
             self._publish_observation()
 
     def _on_status(self, msg: TrainingStatus) -> None:
-        if not self.lockstep:
+        if msg.phase == DONE:
+            self._set_phase(DONE)  # also in lockstep: the last ack may never come once the learner exits
+        elif not self.lockstep:
             self.policy_version = max(self.policy_version, msg.policy_version)
             self._set_phase(msg.phase)
 
