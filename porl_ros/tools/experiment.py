@@ -72,33 +72,38 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 
 @dataclass
 class Settings:
-    """Everything a grid run depends on (written to settings.json)."""
+    """Everything a grid run depends on (written to settings.json).
+
+    The defaults are the CPU grid published in docs/results.md (sized for a 2-core CPU).
+    """
 
     tasks: list[str] = field(default_factory=lambda: ["metaworld/push-v3", "metaworld/reach-v3"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    total_steps: int = 10000
-    presample_steps: int = 2000
+    total_steps: int = 3000
+    presample_steps: int = 1000
     presample_epsilon: float = 0.3
     presample_policy_action: str = "mean"
     finetune_epsilon: float = 0.0
     episode_length: int = 200
     train_terminate_on_success: bool = False
-    eval_every: int = 1000
-    eval_episodes: int = 10
+    eval_every: int = 500
+    eval_episodes: int = 5
     eval_seed: int = 1000
     # Learner (PorlConfig) settings.
-    n_critics: int = 5
-    critic_hidden: int = 256
-    batch_size: int = 256
+    n_critics: int = 4
+    critic_hidden: int = 128
+    batch_size: int = 128
     utd_ratio: int = 2
+    presample_utd_ratio: Optional[int] = 4  # critic updates per env step in pre-sample (None: utd_ratio)
+    tau: float = 0.005
     init_alpha: float = 0.01
     target_entropy: Optional[float] = None
-    actor_lr: float = 3e-4
+    actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
-    reward_scale: float = 1.0
-    actor_log_std_init: Optional[float] = None  # reset the BC actor's std before fine-tuning
+    reward_scale: float = 0.1  # Meta-World pays 0..10 per step; Q ~ 1000 is slow to reach
+    actor_log_std_init: Optional[float] = -1.0  # reset the BC actor's std before fine-tuning
     # Pre-training (BC).
     demos: int = 10
     bc_steps: int = 1000
@@ -106,12 +111,12 @@ class Settings:
     expert_noise: float = 0.3
     suboptimal_prob: float = 0.1
     # Adaptive pre-sample length.
-    adaptive_min: int = 500
-    adaptive_max: int = 5000
+    adaptive_min: int = 300
+    adaptive_max: int = 2000
     adaptive_check_every: int = 100
-    adaptive_window: int = 4
-    adaptive_rel_tol: float = 0.1
-    adaptive_patience: int = 3
+    adaptive_window: int = 3
+    adaptive_rel_tol: float = 0.05
+    adaptive_patience: int = 2
     torch_threads: int = 1
 
     def validate(self) -> None:
@@ -135,6 +140,8 @@ class Settings:
         if self.presample_policy_action not in ("mean", "sample"):
             raise ValueError(f"presample_policy_action must be 'mean' or 'sample', "
                              f"got {self.presample_policy_action!r}")
+        if self.presample_utd_ratio is not None and self.presample_utd_ratio < self.utd_ratio:
+            raise ValueError(f"presample_utd_ratio must be >= utd_ratio, got {self.presample_utd_ratio}")
         if not self.reward_scale > 0:
             raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
 
@@ -196,7 +203,7 @@ def learner_config(settings: Settings, variant: Variant, seed: int):
     return PorlConfig(n_critics=settings.n_critics, critic_hidden=(settings.critic_hidden,) * 2,
                       actor_hidden=(settings.bc_hidden,) * 2, batch_size=settings.batch_size,
                       utd_ratio=settings.utd_ratio, init_alpha=settings.init_alpha,
-                      target_entropy=settings.target_entropy, actor_lr=settings.actor_lr,
+                      target_entropy=settings.target_entropy, actor_lr=settings.actor_lr, tau=settings.tau,
                       critic_lr=settings.critic_lr, alpha_lr=settings.alpha_lr,
                       presample_steps=presample, presample_epsilon=epsilon,
                       finetune_epsilon=settings.finetune_epsilon, device="cpu", seed=seed)
@@ -259,7 +266,10 @@ def run_single(settings: Settings, variant_name: str, task: str, seed: int, bc_d
         explored = 0
         interval: dict[str, list[float]] = {"critic_loss": [], "q_mean": []}
 
+        n_seen = 0  # training episodes already summarised in a row
+
         def evaluate_now() -> None:
+            nonlocal n_seen
             result = evaluate_policy(eval_env, actor_policy(agent.actor, deterministic=True),
                                      settings.eval_episodes, settings.eval_seed)
             summary = learner.summary()
@@ -270,13 +280,17 @@ def run_single(settings: Settings, variant_name: str, task: str, seed: int, bc_d
                 "phase": learner.phase, "success_rate": result.success_rate,
                 "mean_return": round(result.mean_return, 3), "std_return": round(result.std_return, 3),
                 "mean_length": result.mean_length,
-                "q_calibration_gap": round(summary["q_calibration_gap"], 4) if learner.episodes else float("nan"),
+                # over the training episodes since the last evaluation (the learner's own 20-episode
+                # window lags far behind a critic that is still learning)
+                "q_calibration_gap": round(float(np.mean([e.q_calibration_gap for e in learner.episodes[n_seen:]])), 4)
+                if len(learner.episodes) > n_seen else float("nan"),
                 "critic_loss": round(learner.last_metrics.get("critic_loss", float("nan")), 5),
                 "q_mean": round(learner.last_metrics.get("q_mean", float("nan")), 4),
                 "alpha": round(agent.alpha, 6), "presample_steps": t_now,
                 "train_success_rate": summary["success_rate"],
                 "explore_fraction": round(explored / max(learner.env_steps, 1), 4),
                 "actor_updates": agent.actor_updates, "wall_s": round(time.perf_counter() - start, 2)})
+            n_seen = len(learner.episodes)
             if log is not None:
                 r = rows[-1]
                 log(f"{variant_name} {task} s{seed} step {r['env_steps']}: success {r['success_rate']:.2f} "
@@ -298,6 +312,10 @@ def run_single(settings: Settings, variant_name: str, task: str, seed: int, bc_d
             learner.add_transition(0, seq, episode, obs, executed, res.reward * settings.reward_scale,
                                    res.observation, res.terminated, res.truncated, res.success)
             metrics = learner.train()
+            if learner.phase == PRESAMPLE and settings.presample_utd_ratio is not None:
+                # PORL's high pre-sample UTD: extra critic updates (the actor is frozen there)
+                for _ in range(settings.presample_utd_ratio - cfg.utd_ratio):
+                    metrics = learner.train_one_update() or metrics
             if criterion is not None and learner.phase == PRESAMPLE:
                 for k in interval:
                     if k in metrics:
@@ -505,6 +523,14 @@ def summary_table(rows, tasks: list[str], variants: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------- CLI
+def _optional(typ):
+    """argparse type: a number, or 'none' for the field's off value."""
+    def parse(text: str):
+        return None if text.lower() == "none" else typ(text)
+    parse.__name__ = typ.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
     p = argparse.ArgumentParser(prog="porl-ros experiment", description=__doc__.split("\n\n")[0],
@@ -529,13 +555,15 @@ def build_parser() -> argparse.ArgumentParser:
             ("critic_hidden", int, "critic hidden width (2 layers)"),
             ("batch_size", int, "batch size"),
             ("utd_ratio", int, "critic updates per env step"),
+            ("presample_utd_ratio", _optional(int), "critic updates per env step in pre-sample ('none': utd_ratio)"),
+            ("tau", float, "Polyak rate of the target critics"),
             ("init_alpha", float, "initial SAC temperature"),
-            ("target_entropy", float, "SAC target entropy (default -act_dim)"),
+            ("target_entropy", _optional(float), "SAC target entropy ('none': -act_dim)"),
             ("actor_lr", float, "actor learning rate"),
             ("critic_lr", float, "critic learning rate"),
             ("alpha_lr", float, "temperature learning rate"),
             ("reward_scale", float, "multiply env rewards by this before the learner sees them"),
-            ("actor_log_std_init", float, "set the pre-trained actor's log-std to this constant (default: keep)"),
+            ("actor_log_std_init", _optional(float), "set the pre-trained actor's log-std to this constant ('none': keep)"),
             ("demos", int, "BC demonstrations"),
             ("bc_steps", int, "BC gradient steps"),
             ("bc_hidden", int, "actor hidden width (2 layers)"),
