@@ -8,12 +8,12 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
+from graph_helpers import ObserverNode
 from porl_ros.nodes.conversions import to_float32_field
 from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import Action, Observation, Transition
@@ -49,13 +49,11 @@ def ros_args(params: dict) -> list[str]:
     return out
 
 
-class Harness:
+class Harness(ObserverNode):
     """Controller + recorder in the test process."""
 
     def __init__(self, cartesian: bool = False) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("porl_arm_test", context=self.context)
+        super().__init__("porl_arm_test")
         self.lock = threading.Lock()
         self.observations: list[tuple[float, Observation]] = []
         self.transitions: list[Transition] = []
@@ -75,15 +73,7 @@ class Harness:
         self.node.create_subscription(JointState, "/joint_states", self._on_joint_state, STATUS_QOS)
         self.node.create_subscription(PoseStamped, "/ee_pose", self._on_pose, STATUS_QOS)
         self.estop = self.node.create_client(SetBool, "/porl/emergency_stop")
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.01)
+        self.start(spin_timeout_s=0.01)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         self.commands.append((time.monotonic(), np.array(msg.data, dtype=np.float64)))
@@ -128,13 +118,6 @@ class Harness:
 
     def commands_after(self, t: float) -> list[tuple[float, np.ndarray]]:
         return [(s, c) for s, c in list(self.commands) if s > t]
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def start_arm(group: ProcessGroup, tmp_path, bridge_params: dict, hardware_params: dict):

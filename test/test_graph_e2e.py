@@ -7,50 +7,36 @@ while `porl-ros run` drives the graph on the embedded simulator.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
-import torch
 
-from porl_ros.core.checkpoint import load_actor, save_actor
-from porl_ros.core.networks import SquashedGaussianActor
+from graph_helpers import OBS_DIM, SMALL_LEARNER, ObserverNode, random_actor_checkpoint, run_command
+from porl_ros.core.checkpoint import load_actor
 from porl_ros.nodes.conversions import to_float32_field
 from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import Action, TrainingStatus, Transition
 from porl_ros_interfaces.srv import GetAction
 from process_helpers import ProcessGroup
 
-ENV_ID = "metaworld/reach-v3"
-PROBE_STATE = np.linspace(-0.5, 0.5, 39).astype(np.float32)
-# A small, fast learner: what is tested is the plumbing, not the learning.
-SMALL_LEARNER = ["learner:n_critics:=2", "learner:critic_hidden:=[64, 64]", "learner:batch_size:=32",
-                 "learner:learning_starts:=32", "learner:weights_every_env_steps:=5",
-                 "learner:checkpoint_every_env_steps:=0"]
+PROBE_STATE = np.linspace(-0.5, 0.5, OBS_DIM).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    actor = SquashedGaussianActor(39, 4, (64, 64), -np.ones(4), np.ones(4))
-    path = tmp_path_factory.mktemp("ckpt") / "actor"
-    save_actor(path, actor)
-    return str(path)
+    return random_actor_checkpoint(tmp_path_factory)
 
 
-class Observer:
+class Observer(ObserverNode):
     """Records transitions, actions and status; probes GetAction with a fixed state."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("porl_test_observer", context=self.context)
+        super().__init__("porl_test_observer")
         self.transitions: list[Transition] = []
         self.actions: list[Action] = []
         self.statuses: list[TrainingStatus] = []
@@ -59,17 +45,9 @@ class Observer:
         self.node.create_subscription(Action, "/porl/action", self.actions.append, STREAM_QOS)
         self.node.create_subscription(TrainingStatus, "/porl/status", self.statuses.append, STATUS_QOS)
         self.client = self.node.create_client(GetAction, "/porl/get_action")
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
         self.future = None
         self.node.create_timer(0.1, self._probe)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
+        self.start()
 
     def _probe(self) -> None:
         if self.future is not None and not self.future.done():
@@ -87,22 +65,12 @@ class Observer:
             phase = self.statuses[-1].phase if self.statuses else ""
             self.probes.append((response.policy_version, np.asarray(response.action, dtype=np.float32), phase))
 
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
 
 def _run(tmp_path: Path, checkpoint: str, *extra: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
     run_dir = tmp_path / "run"
     # The bridge waits for the observer too (2 transition subscribers), so it sees every step.
-    cmd = [sys.executable, "-m", "porl_ros.cli", "run", "--env", ENV_ID, "--checkpoint", checkpoint,
-           "--eval-episodes", "0", "--episode-steps", "100", "--run-dir", str(run_dir),
-           "--domain-id", os.environ["ROS_DOMAIN_ID"], "--param", "sim_bridge:min_transition_subscribers:=2", *extra]
-    for item in SMALL_LEARNER:
-        cmd += ["--param", item]
+    cmd = run_command(checkpoint, run_dir, "--episode-steps", "100",
+                      "--param", "sim_bridge:min_transition_subscribers:=2", *extra, params=SMALL_LEARNER)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True)
     summary_file = run_dir / "learner" / "learner_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}

@@ -5,80 +5,54 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
-from porl_ros.core.checkpoint import save_actor
-from porl_ros.core.networks import SquashedGaussianActor
+from graph_helpers import ENV_ID, ObserverNode, random_actor_checkpoint, run_command
 from porl_ros.nodes.diagnostics import (DIAGNOSTICS_QOS, ERROR, OK, WARN, Health, NodeDiagnostics,
                                         learner_health)
 from porl_ros.nodes.visualization import EXPLORATORY_COLOR, POLICY_COLOR, VIZ_QOS, build_markers
 from process_helpers import ProcessGroup, wait_until
 from test_monitoring_report import png_size
 
-ENV_ID = "metaworld/reach-v3"
 FRAME = "porl_test_frame"
 VIZ_RATE_HZ = 20.0
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    actor = SquashedGaussianActor(39, 4, (64, 64), -np.ones(4), np.ones(4))
-    path = tmp_path_factory.mktemp("ckpt") / "actor"
-    save_actor(path, actor)
-    return str(path)
+    return random_actor_checkpoint(tmp_path_factory)
 
 
-class MonitorObserver:
+class MonitorObserver(ObserverNode):
     """Records /porl/markers, /porl/joint_states and /diagnostics."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("porl_test_monitor", context=self.context)
+        super().__init__("porl_test_monitor")
         self.markers: list[MarkerArray] = []
         self.joint_states: list[JointState] = []
         self.diagnostics: dict[str, list] = {}  # status name -> statuses
         self.node.create_subscription(MarkerArray, "/porl/markers", self.markers.append, VIZ_QOS)
         self.node.create_subscription(JointState, "/porl/joint_states", self.joint_states.append, VIZ_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, DIAGNOSTICS_QOS)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.start()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.diagnostics.setdefault(status.name, []).append(status)
 
-    def _spin(self) -> None:
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
-
     def statuses(self, node_name: str) -> list:
         return [s for name, items in self.diagnostics.items() if name.endswith(node_name) for s in items]
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def _values(status) -> dict[str, str]:
@@ -96,17 +70,15 @@ def _stamp_s(stamp) -> float:
 def test_run_publishes_markers_joint_states_diagnostics_and_leaves_a_report(tmp_path, checkpoint):
     run_dir = tmp_path / "run"
     steps, presample = 300, 150
-    cmd = [sys.executable, "-m", "porl_ros.cli", "run", "--env", ENV_ID, "--checkpoint", checkpoint,
-           "--eval-episodes", "0", "--episode-steps", "50", "--run-dir", str(run_dir),
-           "--steps", str(steps), "--presample-steps", str(presample), "--domain-id", os.environ["ROS_DOMAIN_ID"]]
-    for param in ("learner:n_critics:=2", "learner:critic_hidden:=[32, 32]", "learner:batch_size:=16",
-                  "learner:learning_starts:=16", "learner:utd_ratio:=1", "learner:torch_threads:=1",
-                  "learner:checkpoint_every_env_steps:=0", f"sim_bridge:frame_id:={FRAME}",
-                  f"sim_bridge:viz_rate_hz:={VIZ_RATE_HZ}",
-                  # Coin-flip exploration in both stages: every arrow sample may have either color.
-                  "exploration_controller:presample_epsilon:=0.5", "exploration_controller:presample_epsilon_end:=0.5",
-                  "exploration_controller:finetune_epsilon:=0.5", "exploration_controller:finetune_epsilon_end:=0.5"):
-        cmd += ["--param", param]
+    params = ["learner:n_critics:=2", "learner:critic_hidden:=[32, 32]", "learner:batch_size:=16",
+              "learner:learning_starts:=16", "learner:utd_ratio:=1", "learner:torch_threads:=1",
+              "learner:checkpoint_every_env_steps:=0", f"sim_bridge:frame_id:={FRAME}",
+              f"sim_bridge:viz_rate_hz:={VIZ_RATE_HZ}",
+              # Coin-flip exploration in both stages: every arrow sample may have either color.
+              "exploration_controller:presample_epsilon:=0.5", "exploration_controller:presample_epsilon_end:=0.5",
+              "exploration_controller:finetune_epsilon:=0.5", "exploration_controller:finetune_epsilon_end:=0.5"]
+    cmd = run_command(checkpoint, run_dir, "--episode-steps", "50", "--steps", str(steps),
+                      "--presample-steps", str(presample), params=params)
     observer = MonitorObserver()
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, start_new_session=True)

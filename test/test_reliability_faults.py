@@ -9,43 +9,32 @@ import random
 import re
 import signal
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
-import torch
 
-from porl_ros.core.checkpoint import save_actor
+from graph_helpers import ACT_DIM, ENV_ID, OBS_DIM, ObserverNode, random_actor_checkpoint
 from porl_ros.core.learner_state import LearnerStateStore
-from porl_ros.core.networks import SquashedGaussianActor
 from porl_ros.nodes.qos import LATCHED_QOS, STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import PolicyWeights, TrainingStatus, Transition
 from process_helpers import ProcessGroup, wait_until
 
-ENV_ID = "metaworld/reach-v3"
 TOTAL, PRESAMPLE, EPISODE = 150, 60, 40
 NODE_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    actor = SquashedGaussianActor(39, 4, (64, 64), -np.ones(4), np.ones(4))
-    path = tmp_path_factory.mktemp("ckpt") / "actor"
-    save_actor(path, actor)
-    return str(path)
+    return random_actor_checkpoint(tmp_path_factory)
 
 
-class Observer:
+class Observer(ObserverNode):
     """Every transition (arrival order) and every weights version, with arrival times."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("porl_fault_observer", context=self.context)
+        super().__init__("porl_fault_observer")
         self.transitions: list[Transition] = []
         self.versions: list[tuple[float, int]] = []
         self.statuses: list[TrainingStatus] = []
@@ -53,25 +42,10 @@ class Observer:
         self.node.create_subscription(PolicyWeights, "/porl/policy_weights",
                                       lambda m: self.versions.append((time.monotonic(), m.version)), LATCHED_QOS)
         self.node.create_subscription(TrainingStatus, "/porl/status", self.statuses.append, STATUS_QOS)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
+        self.start()
 
     def max_seq(self) -> int:
         return max((t.seq for t in self.transitions), default=-1)
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def node_cmd(module: str, **params) -> list[str]:
@@ -153,7 +127,7 @@ def test_graph_survives_sigkill_of_each_node(tmp_path, checkpoint):
             streams[-1].append(t)
         last = t.seq
     expected = [np.asarray(t.state, dtype=np.float32) for stream in streams for t in stream][:TOTAL]
-    store = LearnerStateStore(run_dir / "state", 39, 4)
+    store = LearnerStateStore(run_dir / "state", OBS_DIM, ACT_DIM)
     final = store.load_checkpoint(store.checkpoints()[0])  # written by close() at the end
     assert final.bookkeeping["env_steps"] == TOTAL
     assert np.array_equal(final.replay.column("obs"), np.stack(expected))
@@ -168,7 +142,7 @@ def test_existing_run_dir_is_refused_without_resume(tmp_path, checkpoint):
     from porl_ros.nodes.params import ParameterError
 
     state = tmp_path / "run" / "learner" / "state"
-    store = LearnerStateStore(state, 39, 4)
+    store = LearnerStateStore(state, OBS_DIM, ACT_DIM)
     store.start_segment()  # a run that crashed before its first checkpoint: a log only
     store.close()
     with pytest.raises(SystemExit, match=r"already holds a run .*--resume"):

@@ -9,49 +9,34 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
-import torch
 
+from graph_helpers import ACT_DIM, OBS_DIM, SMALL_LEARNER, ObserverNode, random_actor_checkpoint, run_command
 from porl_ros import graph, runner
-from porl_ros.core.checkpoint import save_actor
 from porl_ros.core.learner_state import LearnerStateStore
-from porl_ros.core.networks import SquashedGaussianActor
 from porl_ros.nodes.conversions import to_float32_field
 from porl_ros.nodes.qos import LATCHED_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import PolicyWeights, Transition
 from porl_ros_interfaces.srv import GetAction
 
-ENV_ID = "metaworld/reach-v3"
-PROBE_STATE = np.linspace(-0.5, 0.5, 39).astype(np.float32)
-SMALL_LEARNER = ["learner:n_critics:=2", "learner:critic_hidden:=[64, 64]", "learner:batch_size:=32",
-                 "learner:learning_starts:=32", "learner:weights_every_env_steps:=5",
-                 "learner:checkpoint_every_env_steps:=0", "learner:utd_ratio:=2", "learner:torch_threads:=1"]
+PROBE_STATE = np.linspace(-0.5, 0.5, OBS_DIM).astype(np.float32)
+LEARNER = SMALL_LEARNER + ["learner:utd_ratio:=2", "learner:torch_threads:=1"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    actor = SquashedGaussianActor(39, 4, (64, 64), -np.ones(4), np.ones(4))
-    path = tmp_path_factory.mktemp("ckpt") / "actor"
-    save_actor(path, actor)
-    return str(path)
+    return random_actor_checkpoint(tmp_path_factory)
 
 
-class MultiBridgeObserver:
+class MultiBridgeObserver(ObserverNode):
     """Records transitions and weight versions; probes every bridge's GetAction service."""
 
     def __init__(self, num_bridges: int) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("porl_scale_observer", context=self.context)
+        super().__init__("porl_scale_observer")
         self.transitions: list[Transition] = []
         self.weight_versions: list[int] = []
         self.probes: dict[int, list[int]] = collections.defaultdict(list)  # bridge -> served versions
@@ -62,15 +47,7 @@ class MultiBridgeObserver:
                         for i in range(num_bridges)}
         self.futures: dict[int, object] = {}
         self.node.create_timer(0.1, self._probe)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
+        self.start()
 
     def _probe(self) -> None:
         for bridge, client in self.clients.items():
@@ -87,13 +64,6 @@ class MultiBridgeObserver:
         response = future.result()
         if response is not None and response.ok:
             self.probes[bridge].append(response.policy_version)
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def test_graph_namespaces_bridges_and_seeds_them_apart():
@@ -116,12 +86,9 @@ def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
     observer = MultiBridgeObserver(2)
     run_dir = tmp_path / "run"
     # 2 transition subscribers per bridge: the learner and this observer, so it sees every step.
-    cmd = [sys.executable, "-m", "porl_ros.cli", "run", "--env", ENV_ID, "--checkpoint", checkpoint,
-           "--num-bridges", "2", "--eval-episodes", "0", "--episode-steps", "50", "--run-dir", str(run_dir),
-           "--steps", str(steps), "--presample-steps", str(presample),
-           "--domain-id", os.environ["ROS_DOMAIN_ID"], "--param", "sim_bridge:min_transition_subscribers:=2"]
-    for item in SMALL_LEARNER:
-        cmd += ["--param", item]
+    cmd = run_command(checkpoint, run_dir, "--num-bridges", "2", "--episode-steps", "50", "--steps", str(steps),
+                      "--presample-steps", str(presample), "--param", "sim_bridge:min_transition_subscribers:=2",
+                      params=LEARNER)
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, start_new_session=True)
         time.sleep(0.5)
@@ -152,7 +119,7 @@ def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
 
     # The replay buffer records each transition's source bridge (read from the learner's
     # final checkpoint, written when it stopped).
-    checkpoint_now, _ = LearnerStateStore(run_dir / "learner" / "state", 39, 4).latest_valid_checkpoint()
+    checkpoint_now, _ = LearnerStateStore(run_dir / "learner" / "state", OBS_DIM, ACT_DIM).latest_valid_checkpoint()
     assert checkpoint_now is not None, "the learner left no final checkpoint"
     sources = checkpoint_now.replay.column("source")
     assert len(sources) == steps

@@ -1,10 +1,10 @@
 """Real-arm bridge: the sim bridge's contract towards the graph, a robot's ROS 2 drivers
 behind it, and a safety layer in between.
 
-Towards the graph (exactly as sim_bridge): Observation on `observation_topic`, Action on
-`action_topic`, Transition (gap-free `seq`) on `transition_topic`; `lockstep` waits for
-each TransitionAck (the arm holds still meanwhile), `free_running` steps at
-`control_rate_hz` while the arm keeps moving.
+Towards the graph (exactly as sim_bridge; both are bridge_protocol.BridgeNode):
+Observation on `observation_topic`, Action on `action_topic`, Transition (gap-free `seq`)
+on `transition_topic`; `lockstep` waits for each TransitionAck (the arm holds still
+meanwhile), `free_running` steps at `control_rate_hz` while the arm keeps moving.
 
 Towards the robot (standard driver interfaces):
   joint_states_topic            sensor_msgs/JointState; `joint_names` selects and orders joints
@@ -39,24 +39,19 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import SetBool
 
 from porl_ros.core import safety
 from porl_ros.core.checkpoint import CheckpointError, load_actor
-from porl_ros.core.phases import PHASES
-from porl_ros.nodes.conversions import from_float32_field, to_float32_field
-from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
-                                   run_node)
-from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
+from porl_ros.nodes.bridge_protocol import DEADLINE_PARAMS, FREE_RUNNING, LOCKSTEP, TOPIC_PARAMS, BridgeNode
+from porl_ros.nodes.params import Param, ParameterError, non_negative, one_of, positive, run_node
+from porl_ros.nodes.qos import STATUS_QOS
 from porl_ros.rewards import checked_call, load_reward_function
-from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
+from porl_ros_interfaces.msg import Action
 
-LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
 JOINT_VELOCITY, CARTESIAN_VELOCITY = "joint_velocity", "cartesian_velocity"
-DONE = "done"
 DEFAULT_JOINTS = [f"joint_{i}" for i in range(1, 8)]
 
 # What the bridge is doing; the watchdog needs different inputs in each.
@@ -79,17 +74,10 @@ PARAMS = [
     Param("control_rate_hz", 20.0, "Control (step) rate; also the command streaming rate.", **positive()),
     Param("seed", 0, "Unused by a real arm; accepted so the runner can set it on any bridge.",
           **non_negative()),
-    Param("action_timeout_s", 10.0, "Re-publish an observation unanswered for this long.", **positive()),
-    Param("ack_timeout_s", 10.0, "Lockstep: re-publish a transition unacknowledged for this long.", **positive()),
-    Param("max_env_steps", 0, "Stop after this many steps (0: until the learner reports done).",
-          **non_negative()),
+    *DEADLINE_PARAMS,
     Param("min_transition_subscribers", 1, "Subscribers of the transition topic to wait for.", **positive()),
     Param("frame_id", "world", "frame_id of published porl headers."),
-    Param("observation_topic", "porl/observation", "Observations to the controller."),
-    Param("action_topic", "porl/action", "Actions from the controller."),
-    Param("transition_topic", "/porl/transition", "Transitions to the learner."),
-    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements from the learner."),
-    Param("status_topic", "/porl/status", "Learner status (its phase, in free_running mode)."),
+    *TOPIC_PARAMS,
     # ---- the robot's drivers
     Param("command_mode", JOINT_VELOCITY, "'joint_velocity' (Float64MultiArray to a forward velocity "
           "controller) or 'cartesian_velocity' (TwistStamped to MoveIt Servo).",
@@ -153,11 +141,10 @@ PARAMS = [
 ]
 
 
-class ArmBridge(Node):
+class ArmBridge(BridgeNode):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("arm_bridge", **node_kwargs)
-        self.p = p = declare_params(self, PARAMS)
-        self.lockstep = p["timing_mode"] == LOCKSTEP
+        super().__init__("arm_bridge", PARAMS, **node_kwargs)
+        p = self.p
         self.cartesian = p["command_mode"] == CARTESIAN_VELOCITY
         self.period = 1.0 / p["control_rate_hz"]
         self.joint_names = list(p["joint_names"])
@@ -194,20 +181,9 @@ class ArmBridge(Node):
                 raise ParameterError(f"parameter 'reward_function': {e}") from None
 
         self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
-        self.finished = False
-        self.exit_code = 0
         self.activity = WAITING_FOR_PEERS
-        self.episode = 0
-        self.step_in_episode = 0
-        self.seq = 0
-        self.phase = ""
-        self.policy_version = 0
-        self.episode_return = 0.0
-        self.episode_success = False
+        self._setup_graph()
         self.episode_over = False  # lockstep: reset after the pending ack
-        self.awaiting_ack = False
-        self.last_transition: Transition | None = None
-        self.last_publish = time.monotonic()
         # Latest driver state.
         self.positions: np.ndarray | None = None
         self.velocities = np.zeros(n)
@@ -225,8 +201,6 @@ class ArmBridge(Node):
                          "rejected_poses": 0, "watchdog_trips": 0, "emergency_stops": 0, "reset_timeouts": 0,
                          "observation_resends": 0, "transition_resends": 0, "episodes": 0, "successes": 0}
 
-        self.obs_pub = self.create_publisher(Observation, p["observation_topic"], STREAM_QOS)
-        self.transition_pub = self.create_publisher(Transition, p["transition_topic"], STREAM_QOS)
         if self.cartesian:
             self.twist_pub = self.create_publisher(TwistStamped, p["twist_command_topic"], 10)
         else:
@@ -234,9 +208,6 @@ class ArmBridge(Node):
         if self.has_gripper:
             gripper_type = Float64 if p["gripper_command_type"] == "float64" else Float64MultiArray
             self.gripper_pub = self.create_publisher(gripper_type, p["gripper_command_topic"], 10)
-        self.create_subscription(Action, p["action_topic"], self._on_action, STREAM_QOS)
-        self.create_subscription(TransitionAck, p["ack_topic"], self._on_ack, STREAM_QOS)
-        self.create_subscription(TrainingStatus, p["status_topic"], self._on_status, STATUS_QOS)
         # Best effort subscribers match both reliable and best-effort driver publishers.
         self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state, STATUS_QOS)
         if self.uses_pose:
@@ -246,7 +217,6 @@ class ArmBridge(Node):
         self.create_service(SetBool, p["emergency_stop_service"], self._on_emergency_stop)
         self.create_timer(self.period, self._control_tick)
         self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick)
-        self.create_timer(0.2, self._check_deadlines)
         self.get_logger().info(
             f"{p['env_id']}: {p['command_mode']}, {n} joints, obs {self.obs_dim}, act {self.act_dim}, "
             f"{p['timing_mode']} at {p['control_rate_hz']} Hz, watchdog {self.monitor.watchdog.timeout_s * 1e3:.0f} ms")
@@ -395,16 +365,8 @@ class ArmBridge(Node):
 
     # ------------------------------------------------------------------ graph inputs
     def _on_action(self, msg: Action) -> None:
-        if msg.bridge_id != self.p["bridge_id"]:
-            return
-        if self.activity != AWAITING_ACTION or msg.episode != self.episode or msg.step != self.step_in_episode:
-            self.counters["stale_actions"] += 1  # answers an observation already handled (or none)
-            return
-        try:
-            action = from_float32_field(msg.action, self.act_dim, "action.action")
-        except ValueError as e:
-            self.counters["rejected_actions"] += 1
-            self.get_logger().error(f"rejected action for episode {msg.episode} step {msg.step}: {e}")
+        action = self._accept_action(msg, self.act_dim, waiting=self.activity == AWAITING_ACTION)
+        if action is None:
             return
         now = time.monotonic()
         self.monitor.watchdog.feed("action", now)
@@ -433,33 +395,12 @@ class ArmBridge(Node):
         self.counters["position_limited"] += int(report.position_limited)
         self.counters["workspace_limited"] += int(report.workspace_limited)
 
-    def _on_ack(self, msg: TransitionAck) -> None:
-        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack:
-            return
-        if self.last_transition is None or msg.seq != self.last_transition.seq:
-            return
-        self.awaiting_ack = False
-        self.policy_version = msg.policy_version
-        self._set_phase(msg.phase)
+    def _after_ack(self) -> None:
         if self.activity == AWAITING_ACK and not self.finished:
             if self.episode_over:
                 self._start_reset()
             else:
                 self._publish_observation()
-
-    def _on_status(self, msg: TrainingStatus) -> None:
-        if not self.lockstep:
-            self.policy_version = max(self.policy_version, msg.policy_version)
-            self._set_phase(msg.phase)
-
-    def _set_phase(self, phase: str) -> None:
-        if phase == DONE:
-            if not self.finished:
-                self.get_logger().info(f"learner reports the run is done; stopping after {self.seq} steps")
-                self._finish()
-        elif phase in PHASES and phase != self.phase:
-            self.get_logger().info(f"learner phase: {phase}")
-            self.phase = phase
 
     def _on_emergency_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
@@ -496,15 +437,8 @@ class ArmBridge(Node):
     # ------------------------------------------------------------------ stepping
     def _publish_observation(self) -> None:
         self.state = self._observe()
-        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.episode, step=self.step_in_episode,
-                          required_policy_version=self.policy_version if self.lockstep else 0,
-                          phase=self.phase if self.phase in PHASES else "")
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.p["frame_id"]
-        msg.state = to_float32_field(self.state)
         self.activity = AWAITING_ACTION
-        self.obs_pub.publish(msg)
-        self.last_publish = time.monotonic()
+        super()._publish_observation()
 
     def _control_tick(self) -> None:
         if self.finished:
@@ -556,32 +490,18 @@ class ArmBridge(Node):
             reward = 1.0 if success else 0.0
         terminated = success and self.p["terminate_on_success"]
         truncated = not terminated and (force_truncate or self.step_in_episode + 1 >= self.p["max_episode_steps"])
-        transition = Transition(bridge_id=self.p["bridge_id"], seq=self.seq, episode=self.episode,
-                                step=self.step_in_episode, reward=float(reward), terminated=bool(terminated),
-                                truncated=bool(truncated), success=bool(success),
-                                exploratory=action_msg.exploratory, policy_version=action_msg.policy_version)
-        transition.header.stamp = self.get_clock().now().to_msg()
-        transition.header.frame_id = self.p["frame_id"]
-        transition.state = to_float32_field(self.state)
-        transition.action = to_float32_field(executed)
-        transition.next_state = to_float32_field(next_state)
-        self.seq += 1
-        self.last_transition = transition
-        self.awaiting_ack = self.lockstep
+        transition = self._new_transition(action_msg, executed, next_state, reward, terminated, truncated, success)
         self.episode_return += float(reward)
         self.episode_success |= bool(success)
         self.episode_over = terminated or truncated
         if self.episode_over or self.lockstep:
             self._stop()  # lockstep holds still while the learner catches up
-        self.transition_pub.publish(transition)
-        self.last_publish = time.monotonic()
+        self._publish_transition(transition)
         if self.episode_over:
             self._end_episode()
         else:
             self.step_in_episode += 1
-        if self.p["max_env_steps"] and self.seq >= self.p["max_env_steps"]:
-            self.get_logger().info(f"reached max_env_steps={self.p['max_env_steps']}")
-            self._finish()
+        if self._reached_max_env_steps():
             return
         if force_truncate:
             return
@@ -591,16 +511,6 @@ class ArmBridge(Node):
             self._start_reset()
         else:
             self._publish_observation()
-
-    def _end_episode(self) -> None:
-        self.counters["episodes"] += 1
-        self.counters["successes"] += int(self.episode_success)
-        self.get_logger().info(f"episode {self.episode}: return {self.episode_return:.2f}, "
-                               f"success {self.episode_success}", throttle_duration_sec=2.0)
-        self.episode += 1
-        self.step_in_episode = 0
-        self.episode_return = 0.0
-        self.episode_success = False
 
     def _start_reset(self) -> None:
         self.episode_over = False
@@ -641,41 +551,28 @@ class ArmBridge(Node):
         self._stop()
         self.finished = True
 
-    def _check_deadlines(self) -> None:
-        if self.finished:
+    # ------------------------------------------------------------------ what BridgeNode asks of a bridge
+    @property
+    def started(self) -> bool:
+        return self.activity != WAITING_FOR_PEERS
+
+    def _peers_missing(self) -> list[str]:
+        missing = super()._peers_missing()
+        if self.positions is None:
+            missing.append(f"a JointState with {self.joint_names} on {self.p['joint_states_topic']}")
+        if self.uses_pose and self.ee_position is None:
+            missing.append(f"a pose on {self.p['ee_pose_topic']}")
+        return missing
+
+    def _first_step(self) -> None:
+        if self.monitor.state == safety.EMERGENCY_STOP:
+            self.activity = EMERGENCY_STOPPED
             return
-        if self.activity == WAITING_FOR_PEERS:
-            missing = []
-            if self.obs_pub.get_subscription_count() == 0:
-                missing.append(f"a subscriber of {self.obs_pub.topic_name} (exploration controller)")
-            matched, wanted = self.transition_pub.get_subscription_count(), self.p["min_transition_subscribers"]
-            if matched < wanted:
-                missing.append(f"{wanted - matched} more subscriber(s) of {self.transition_pub.topic_name}")
-            if self.positions is None:
-                missing.append(f"a JointState with {self.joint_names} on {self.p['joint_states_topic']}")
-            if self.uses_pose and self.ee_position is None:
-                missing.append(f"a pose on {self.p['ee_pose_topic']}")
-            if missing:
-                self.get_logger().info(f"waiting for {', '.join(missing)}", throttle_duration_sec=5.0)
-                return
-            if self.monitor.state == safety.EMERGENCY_STOP:
-                self.activity = EMERGENCY_STOPPED
-                return
-            self.get_logger().info("driving to the home pose")
-            self._start_reset()
-            return
-        waited = time.monotonic() - self.last_publish
-        if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
-            self.counters["transition_resends"] += 1
-            self.get_logger().warning(f"no ack for transition {self.last_transition.seq} in "
-                                      f"{self.p['ack_timeout_s']} s (is the learner running?); re-sending")
-            self.transition_pub.publish(self.last_transition)
-            self.last_publish = time.monotonic()
-        elif self.activity == AWAITING_ACTION and waited > self.p["action_timeout_s"]:
-            self.counters["observation_resends"] += 1
-            self.get_logger().warning(f"no action for episode {self.episode} step {self.step_in_episode} in "
-                                      f"{self.p['action_timeout_s']} s; re-sending the observation")
-            self._publish_observation()
+        self.get_logger().info("driving to the home pose")
+        self._start_reset()
+
+    def _awaiting_action(self) -> bool:
+        return self.activity == AWAITING_ACTION
 
     def close(self) -> None:
         # Leave the arm still whatever ended the node.

@@ -8,6 +8,8 @@ Transition (with a gap-free `seq`), resets at episode ends. Two timing modes:
                 it can and reports its effective UTD.
 Deadlines instead of silent hangs: an observation unanswered for `action_timeout_s` and
 a transition unacknowledged for `ack_timeout_s` are logged and sent again.
+That graph side (shared with arm_bridge) is bridge_protocol.BridgeNode; this file adds the
+environment back-end and monitoring.
 Monitoring: rviz markers (end effector, goal, the executed action colored exploratory vs
 policy, a success flash) and sensor_msgs/JointState at `viz_rate_hz`, independent of the
 step rate, and a DiagnosticArray on /diagnostics.
@@ -18,23 +20,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from visualization_msgs.msg import MarkerArray
 
 from porl_ros.core.checkpoint import CheckpointError, load_actor
-from porl_ros.core.phases import PHASES
 from porl_ros.envs.registry import make_env
-from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.bridge_protocol import DEADLINE_PARAMS, FREE_RUNNING, LOCKSTEP, TOPIC_PARAMS, BridgeNode
 from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
-from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
-                                   run_node)
-from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
+from porl_ros.nodes.params import Param, ParameterError, non_negative, one_of, positive, run_node
 from porl_ros.nodes.visualization import VIZ_QOS, build_markers
-from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
-
-LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
-DONE = "done"  # phase the learner reports once it has finished the run
+from porl_ros_interfaces.msg import Action
 
 PARAMS = [
     Param("env_id", "metaworld/push-v3", "Environment back-end and task, e.g. 'metaworld/push-v3', "
@@ -51,11 +46,7 @@ PARAMS = [
     Param("timing_mode", LOCKSTEP, "'lockstep' (simulators) or 'free_running' (real robots).",
           **one_of(LOCKSTEP, FREE_RUNNING)),
     Param("control_rate_hz", 20.0, "Step rate in free_running mode.", **positive()),
-    Param("action_timeout_s", 10.0, "Re-publish an observation unanswered for this long.", **positive()),
-    Param("ack_timeout_s", 10.0, "Lockstep: re-publish a transition unacknowledged for this long.",
-          **positive()),
-    Param("max_env_steps", 0, "Stop after this many steps (0: until the learner reports done).",
-          **non_negative()),
+    *DEADLINE_PARAMS,
     Param("min_transition_subscribers", 1, "Wait until this many subscribers (the learner, plus e.g. a "
           "recorder) are matched on the transition topic before the first step.", **positive()),
     Param("frame_id", "world", "frame_id of published headers, markers and joint states."),
@@ -66,18 +57,14 @@ PARAMS = [
           "bridges; marker namespaces carry the bridge id)."),
     Param("joint_states_topic", "porl/joint_states", "sensor_msgs/JointState, when the back-end has joints."),
     DIAGNOSTICS_RATE_PARAM,
-    Param("observation_topic", "porl/observation", "Observations to the controller."),
-    Param("action_topic", "porl/action", "Actions from the controller."),
-    Param("transition_topic", "/porl/transition", "Transitions to the learner."),
-    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements from the learner."),
-    Param("status_topic", "/porl/status", "Learner status (its phase, in free_running mode)."),
+    *TOPIC_PARAMS,
 ]
 
 
-class SimBridge(Node):
+class SimBridge(BridgeNode):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("sim_bridge", **node_kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        super().__init__("sim_bridge", PARAMS, **node_kwargs)
+        p = self.p
         try:
             self.env = make_env(p["env_id"], max_episode_steps=p["max_episode_steps"], seed=p["seed"],
                                 terminate_on_success=p["terminate_on_success"])
@@ -89,35 +76,15 @@ class SimBridge(Node):
                 load_actor(p["checkpoint"], expect={"obs_dim": self.spec.obs_dim, "act_dim": self.spec.act_dim})
             except CheckpointError as e:
                 raise ParameterError(f"checkpoint does not fit env '{p['env_id']}': {e}") from None
-        self.lockstep = p["timing_mode"] == LOCKSTEP
-        self.finished = False
-        self.exit_code = 0
-
-        self.obs_pub = self.create_publisher(Observation, p["observation_topic"], STREAM_QOS)
-        self.transition_pub = self.create_publisher(Transition, p["transition_topic"], STREAM_QOS)
-        self.create_subscription(Action, p["action_topic"], self._on_action, STREAM_QOS)
-        self.create_subscription(TransitionAck, p["ack_topic"], self._on_ack, STREAM_QOS)
-        self.create_subscription(TrainingStatus, p["status_topic"], self._on_status, STATUS_QOS)
-
-        self.episode = 0
-        self.step_in_episode = 0
-        self.seq = 0  # seq of the next transition
-        self.phase = ""
-        self.policy_version = 0  # newest version the learner has announced
-        self.episode_return = 0.0
-        self.episode_success = False
-        self.last_transition: Transition | None = None
-        self.awaiting_ack = False
+        self._setup_graph()
         self.pending_action: np.ndarray | None = None
         self.counters = {"rejected_actions": 0, "stale_actions": 0, "observation_resends": 0,
                          "transition_resends": 0, "episodes": 0, "successes": 0}
         self.state = self.env.reset(seed=p["seed"])
-        self.last_publish = time.monotonic()
         self._setup_monitoring()
         self.get_logger().info(f"{p['env_id']}: obs {self.spec.obs_dim}, act {self.spec.act_dim}, "
                                f"{p['timing_mode']}, episodes of {p['max_episode_steps']} steps")
         self.started = False
-        self.create_timer(0.2, self._check_deadlines)
         if not self.lockstep:
             self.create_timer(1.0 / p["control_rate_hz"], self._control_tick)
 
@@ -176,7 +143,7 @@ class SimBridge(Node):
         waited = time.monotonic() - self.last_publish
         if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
             health.warn(f"no transition ack for {waited:.0f} s (learner down?)")
-        elif not self.awaiting_ack and self.pending_action is None and waited > self.p["action_timeout_s"]:
+        elif self._awaiting_action() and waited > self.p["action_timeout_s"]:
             health.warn(f"no action for {waited:.0f} s (controller or policy server down?)")
         new_rejects = c["rejected_actions"] - self.rejected_actions_reported
         self.rejected_actions_reported = c["rejected_actions"]
@@ -184,39 +151,10 @@ class SimBridge(Node):
             health.warn(f"{new_rejects} invalid action(s) rejected since the last report")
         return health
 
-    def _peers_missing(self) -> list[str]:
-        """Which subscribers the first observation and transition would be lost without."""
-        missing = []
-        if self.obs_pub.get_subscription_count() == 0:
-            missing.append(f"a subscriber of {self.obs_pub.topic_name} (exploration controller)")
-        matched, wanted = self.transition_pub.get_subscription_count(), self.p["min_transition_subscribers"]
-        if matched < wanted:
-            missing.append(f"{wanted - matched} more subscriber(s) of {self.transition_pub.topic_name} (learner)")
-        return missing
-
-    # ------------------------------------------------------------------ outgoing
-    def _publish_observation(self) -> None:
-        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.episode, step=self.step_in_episode,
-                          required_policy_version=self.policy_version if self.lockstep else 0,
-                          phase=self.phase if self.phase in PHASES else "")
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.p["frame_id"]
-        msg.state = to_float32_field(self.state)
-        self.obs_pub.publish(msg)
-        self.last_publish = time.monotonic()
-
     # ------------------------------------------------------------------ incoming
     def _on_action(self, msg: Action) -> None:
-        if msg.bridge_id != self.p["bridge_id"]:
-            return
-        if msg.episode != self.episode or msg.step != self.step_in_episode or self.awaiting_ack:
-            self.counters["stale_actions"] += 1  # answers an observation already handled
-            return
-        try:
-            action = from_float32_field(msg.action, self.spec.act_dim, "action.action")
-        except ValueError as e:
-            self.counters["rejected_actions"] += 1
-            self.get_logger().error(f"rejected action for episode {msg.episode} step {msg.step}: {e}")
+        action = self._accept_action(msg, self.spec.act_dim, waiting=not self.awaiting_ack)
+        if action is None:
             return
         # Bounds are enforced here whatever the controller sent (a real arm needs it too).
         action = np.clip(action, self.spec.action_low, self.spec.action_high)
@@ -226,32 +164,9 @@ class SimBridge(Node):
         else:
             self.pending_action = (action, msg)
 
-    def _on_ack(self, msg: TransitionAck) -> None:
-        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack:
-            return
-        if self.last_transition is None or msg.seq != self.last_transition.seq:
-            return
-        self.awaiting_ack = False
-        self.policy_version = msg.policy_version
-        self._set_phase(msg.phase)
+    def _after_ack(self) -> None:
         if not self.finished:
             self._publish_observation()
-
-    def _on_status(self, msg: TrainingStatus) -> None:
-        if msg.phase == DONE:
-            self._set_phase(DONE)  # also in lockstep: the last ack may never come once the learner exits
-        elif not self.lockstep:
-            self.policy_version = max(self.policy_version, msg.policy_version)
-            self._set_phase(msg.phase)
-
-    def _set_phase(self, phase: str) -> None:
-        if phase == DONE:
-            if not self.finished:
-                self.get_logger().info(f"learner reports the run is done; stopping after {self.seq} steps")
-            self.finished = True
-        elif phase in PHASES and phase != self.phase:
-            self.get_logger().info(f"learner phase: {phase}")
-            self.phase = phase
 
     # ------------------------------------------------------------------ stepping
     def _control_tick(self) -> None:
@@ -263,19 +178,8 @@ class SimBridge(Node):
     def _execute(self, action: np.ndarray, action_msg: Action) -> None:
         result = self.env.step(action)
         next_state = np.asarray(result.observation, dtype=np.float32)
-        transition = Transition(bridge_id=self.p["bridge_id"], seq=self.seq, episode=self.episode,
-                                step=self.step_in_episode, reward=float(result.reward),
-                                terminated=bool(result.terminated), truncated=bool(result.truncated),
-                                success=bool(result.success), exploratory=action_msg.exploratory,
-                                policy_version=action_msg.policy_version)
-        transition.header.stamp = self.get_clock().now().to_msg()
-        transition.header.frame_id = self.p["frame_id"]
-        transition.state = to_float32_field(self.state)
-        transition.action = to_float32_field(action)
-        transition.next_state = to_float32_field(next_state)
-        self.seq += 1
-        self.last_transition = transition
-        self.awaiting_ack = self.lockstep
+        transition = self._new_transition(action_msg, action, next_state, result.reward, result.terminated,
+                                          result.truncated, result.success)
         self.episode_return += float(result.reward)
         self.step_meter.tick()
         self.viz_action, self.viz_exploratory = action, bool(action_msg.exploratory)
@@ -287,50 +191,22 @@ class SimBridge(Node):
         else:
             self.state = next_state
             self.step_in_episode += 1
-        self.transition_pub.publish(transition)
-        self.last_publish = time.monotonic()
-        if self.p["max_env_steps"] and self.seq >= self.p["max_env_steps"]:
-            self.get_logger().info(f"reached max_env_steps={self.p['max_env_steps']}")
-            self.finished = True
+        self._publish_transition(transition)
+        self._reached_max_env_steps()
         if not self.lockstep and not self.finished:
             self._publish_observation()
 
     def _end_episode(self) -> None:
-        self.counters["episodes"] += 1
-        self.counters["successes"] += int(self.episode_success)
-        self.get_logger().info(f"episode {self.episode}: return {self.episode_return:.2f}, "
-                               f"success {self.episode_success}", throttle_duration_sec=2.0)
-        self.episode += 1
-        self.step_in_episode = 0
-        self.episode_return = 0.0
-        self.episode_success = False
+        super()._end_episode()
         self.state = self.env.reset(seed=self.p["seed"] + self.episode)
 
-    def _check_deadlines(self) -> None:
-        if self.finished:
-            return
-        if not self.started:
-            # Volatile topics drop what is published before the peers are matched: wait.
-            missing = self._peers_missing()
-            if missing:
-                self.get_logger().info(f"waiting for {', '.join(missing)}", throttle_duration_sec=5.0)
-                return
-            self.started = True
-            self._publish_observation()
-            return
-        waited = time.monotonic() - self.last_publish
-        if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
-            self.counters["transition_resends"] += 1
-            self.get_logger().warning(f"no ack for transition {self.last_transition.seq} in "
-                                      f"{self.p['ack_timeout_s']} s (is the learner running?); re-sending")
-            self.transition_pub.publish(self.last_transition)
-            self.last_publish = time.monotonic()
-        elif not self.awaiting_ack and self.pending_action is None and waited > self.p["action_timeout_s"]:
-            self.counters["observation_resends"] += 1
-            self.get_logger().warning(f"no action for episode {self.episode} step {self.step_in_episode} in "
-                                      f"{self.p['action_timeout_s']} s (controller / policy server up?); "
-                                      f"re-sending the observation")
-            self._publish_observation()
+    # ------------------------------------------------------------------ what BridgeNode asks of a bridge
+    def _first_step(self) -> None:
+        self.started = True
+        self._publish_observation()
+
+    def _awaiting_action(self) -> bool:
+        return not self.awaiting_ack and self.pending_action is None
 
     def close(self) -> None:
         self.env.close()

@@ -1,0 +1,205 @@
+"""What every bridge does towards the graph, whatever drives its steps.
+
+A bridge publishes an Observation, takes the Action that answers it, publishes the
+Transition (gap-free `seq`) and, in lockstep, waits for the learner's TransitionAck
+before the next step. `BridgeNode` holds that contract once: the endpoints, the
+phase/done handling from acks and TrainingStatus, the message building and the
+deadlines (wait for peers before the first step; re-send an unanswered observation or
+an unacknowledged transition). A subclass (sim_bridge: an environment back-end;
+arm_bridge: robot drivers behind a safety layer) supplies the rest:
+  state                   the observation of the step in progress
+  started                 whether the first step has been taken
+  _first_step()           what to do once every peer is matched
+  _awaiting_action()      whether an unanswered observation is out
+  _after_ack()            what follows an acknowledged transition
+  _finish()               how to stop (the arm also halts)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.node import Node
+
+from porl_ros.core.phases import PHASES
+from porl_ros.nodes.conversions import from_float32_field, to_float32_field
+from porl_ros.nodes.params import Param, declare_params, non_negative, positive
+from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
+from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
+
+LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
+DONE = "done"  # phase the learner reports once it has finished the run
+
+# Same name, default and meaning on every bridge (the runner and config files rely on it).
+DEADLINE_PARAMS = [
+    Param("action_timeout_s", 10.0, "Re-publish an observation unanswered for this long.", **positive()),
+    Param("ack_timeout_s", 10.0, "Lockstep: re-publish a transition unacknowledged for this long.",
+          **positive()),
+    Param("max_env_steps", 0, "Stop after this many steps (0: until the learner reports done).",
+          **non_negative()),
+]
+TOPIC_PARAMS = [
+    Param("observation_topic", "porl/observation", "Observations to the controller."),
+    Param("action_topic", "porl/action", "Actions from the controller."),
+    Param("transition_topic", "/porl/transition", "Transitions to the learner."),
+    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements from the learner."),
+    Param("status_topic", "/porl/status", "Learner status (its phase, in free_running mode)."),
+]
+
+
+class BridgeNode(Node):
+    def __init__(self, node_name: str, params: list[Param], **node_kwargs) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.p = declare_params(self, params)
+        self.lockstep = self.p["timing_mode"] == LOCKSTEP
+        self.finished = False
+        self.exit_code = 0
+
+    def _setup_graph(self) -> None:
+        """Step bookkeeping and the graph's topics; called once the bridge's own parameters passed."""
+        p = self.p
+        self.episode = 0
+        self.step_in_episode = 0
+        self.seq = 0  # seq of the next transition
+        self.phase = ""
+        self.policy_version = 0  # newest version the learner has announced
+        self.episode_return = 0.0
+        self.episode_success = False
+        self.awaiting_ack = False
+        self.last_transition: Transition | None = None
+        self.last_publish = time.monotonic()
+        self.obs_pub = self.create_publisher(Observation, p["observation_topic"], STREAM_QOS)
+        self.transition_pub = self.create_publisher(Transition, p["transition_topic"], STREAM_QOS)
+        self.create_subscription(Action, p["action_topic"], self._on_action, STREAM_QOS)
+        self.create_subscription(TransitionAck, p["ack_topic"], self._on_ack, STREAM_QOS)
+        self.create_subscription(TrainingStatus, p["status_topic"], self._on_status, STATUS_QOS)
+        self.create_timer(0.2, self._check_deadlines)
+
+    # ------------------------------------------------------------------ incoming
+    def _accept_action(self, msg: Action, act_dim: int, waiting: bool) -> np.ndarray | None:
+        """The action in `msg` if it answers the observation out now (`waiting`), else None (counted)."""
+        if msg.bridge_id != self.p["bridge_id"]:
+            return None
+        if not waiting or msg.episode != self.episode or msg.step != self.step_in_episode:
+            self.counters["stale_actions"] += 1  # answers an observation already handled (or none)
+            return None
+        try:
+            return from_float32_field(msg.action, act_dim, "action.action")
+        except ValueError as e:
+            self.counters["rejected_actions"] += 1
+            self.get_logger().error(f"rejected action for episode {msg.episode} step {msg.step}: {e}")
+            return None
+
+    def _on_ack(self, msg: TransitionAck) -> None:
+        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack:
+            return
+        if self.last_transition is None or msg.seq != self.last_transition.seq:
+            return
+        self.awaiting_ack = False
+        self.policy_version = msg.policy_version
+        self._set_phase(msg.phase)
+        self._after_ack()
+
+    def _on_status(self, msg: TrainingStatus) -> None:
+        if msg.phase == DONE:
+            self._set_phase(DONE)  # also in lockstep: the last ack may never come once the learner exits
+        elif not self.lockstep:
+            self.policy_version = max(self.policy_version, msg.policy_version)
+            self._set_phase(msg.phase)
+
+    def _set_phase(self, phase: str) -> None:
+        if phase == DONE:
+            if not self.finished:
+                self.get_logger().info(f"learner reports the run is done; stopping after {self.seq} steps")
+                self._finish()
+        elif phase in PHASES and phase != self.phase:
+            self.get_logger().info(f"learner phase: {phase}")
+            self.phase = phase
+
+    def _finish(self) -> None:
+        self.finished = True
+
+    # ------------------------------------------------------------------ outgoing
+    def _publish_observation(self) -> None:
+        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.episode, step=self.step_in_episode,
+                          required_policy_version=self.policy_version if self.lockstep else 0,
+                          phase=self.phase if self.phase in PHASES else "")
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.p["frame_id"]
+        msg.state = to_float32_field(self.state)
+        self.obs_pub.publish(msg)
+        self.last_publish = time.monotonic()
+
+    def _new_transition(self, action_msg: Action, action: np.ndarray, next_state: np.ndarray, reward: float,
+                        terminated: bool, truncated: bool, success: bool) -> Transition:
+        """The transition from `self.state`; it takes the next seq and, in lockstep, awaits its ack."""
+        transition = Transition(bridge_id=self.p["bridge_id"], seq=self.seq, episode=self.episode,
+                                step=self.step_in_episode, reward=float(reward), terminated=bool(terminated),
+                                truncated=bool(truncated), success=bool(success),
+                                exploratory=action_msg.exploratory, policy_version=action_msg.policy_version)
+        transition.header.stamp = self.get_clock().now().to_msg()
+        transition.header.frame_id = self.p["frame_id"]
+        transition.state = to_float32_field(self.state)
+        transition.action = to_float32_field(action)
+        transition.next_state = to_float32_field(next_state)
+        self.seq += 1
+        self.last_transition = transition
+        self.awaiting_ack = self.lockstep
+        return transition
+
+    def _publish_transition(self, transition: Transition) -> None:
+        self.transition_pub.publish(transition)
+        self.last_publish = time.monotonic()
+
+    def _reached_max_env_steps(self) -> bool:
+        if self.p["max_env_steps"] and self.seq >= self.p["max_env_steps"]:
+            self.get_logger().info(f"reached max_env_steps={self.p['max_env_steps']}")
+            self._finish()
+            return True
+        return False
+
+    def _end_episode(self) -> None:
+        self.counters["episodes"] += 1
+        self.counters["successes"] += int(self.episode_success)
+        self.get_logger().info(f"episode {self.episode}: return {self.episode_return:.2f}, "
+                               f"success {self.episode_success}", throttle_duration_sec=2.0)
+        self.episode += 1
+        self.step_in_episode = 0
+        self.episode_return = 0.0
+        self.episode_success = False
+
+    # ------------------------------------------------------------------ deadlines
+    def _peers_missing(self) -> list[str]:
+        """Which subscribers the first observation and transition would be lost without."""
+        missing = []
+        if self.obs_pub.get_subscription_count() == 0:
+            missing.append(f"a subscriber of {self.obs_pub.topic_name} (exploration controller)")
+        matched, wanted = self.transition_pub.get_subscription_count(), self.p["min_transition_subscribers"]
+        if matched < wanted:
+            missing.append(f"{wanted - matched} more subscriber(s) of {self.transition_pub.topic_name} (learner)")
+        return missing
+
+    def _check_deadlines(self) -> None:
+        if self.finished:
+            return
+        if not self.started:
+            # Volatile topics drop what is published before the peers are matched: wait.
+            missing = self._peers_missing()
+            if missing:
+                self.get_logger().info(f"waiting for {', '.join(missing)}", throttle_duration_sec=5.0)
+                return
+            self._first_step()
+            return
+        waited = time.monotonic() - self.last_publish
+        if self.awaiting_ack and waited > self.p["ack_timeout_s"]:
+            self.counters["transition_resends"] += 1
+            self.get_logger().warning(f"no ack for transition {self.last_transition.seq} in "
+                                      f"{self.p['ack_timeout_s']} s (is the learner running?); re-sending")
+            self._publish_transition(self.last_transition)
+        elif self._awaiting_action() and waited > self.p["action_timeout_s"]:
+            self.counters["observation_resends"] += 1
+            self.get_logger().warning(f"no action for episode {self.episode} step {self.step_in_episode} in "
+                                      f"{self.p['action_timeout_s']} s (controller / policy server up?); "
+                                      f"re-sending the observation")
+            self._publish_observation()
