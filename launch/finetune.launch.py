@@ -28,6 +28,7 @@ ARGUMENTS = {
     "bridge": ("sim", "sim (embedded simulator / RLBench) or arm (a real arm's ROS 2 drivers)."),
     "arm_config": ("", "Parameter file of the arm bridge (default: the package's config/arm.yaml)."),
     "run_dir": ("runs/latest", "Learner output directory."),
+    "seed": ("0", "Seed of the run (each bridge's nodes get seed + bridge_id * 100000)."),
     "rviz": ("false", "Start rviz2 with config/porl.rviz."),
 }
 
@@ -36,15 +37,19 @@ def _nodes(context):
     share = get_package_share_directory(graph.PACKAGE)
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     files = [os.path.join(share, "config", name) for name in graph.config_files(value["profile"])]
+    seed = int(value["seed"])
     per_node = {
-        "learner": {"run_dir": value["run_dir"], "timing_mode": value["timing_mode"], "env_id": value["env_id"]},
-        "sim_bridge": {"env_id": value["env_id"], "timing_mode": value["timing_mode"]},
+        "learner": {"run_dir": value["run_dir"], "timing_mode": value["timing_mode"], "env_id": value["env_id"],
+                    "seed": seed},
+        "sim_bridge": {"env_id": value["env_id"], "timing_mode": value["timing_mode"], "seed": seed},
         "arm_bridge": {"timing_mode": value["timing_mode"]},
+        "exploration_controller": {"seed": seed},
+        "policy_server": {"seed": seed},
     }
     arm_config = value["arm_config"] or os.path.join(share, "config", graph.BRIDGE_CONFIGS["arm"])
     actions = []
     for spec in graph.finetune_graph(int(value["num_bridges"]), value["bridge"]):
-        overrides = {"checkpoint": value["checkpoint"], **per_node.get(spec.name, {}), **spec.parameters}
+        overrides = graph.node_parameters(spec, {"checkpoint": value["checkpoint"], **per_node[spec.name]})
         node_files = files + ([arm_config] if spec.name == "arm_bridge" else [])
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name,

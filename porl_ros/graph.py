@@ -58,6 +58,20 @@ def finetune_graph(num_bridges: int = 1, bridge: str = "sim") -> list[NodeSpec]:
     return nodes
 
 
+# Per-bridge seeds are seed + bridge_id * stride, so bridges never replay one another's
+# episodes and exploration noise (episode k of a bridge is seeded seed + k).
+BRIDGE_SEED_STRIDE = 100_000
+
+
+def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:
+    """The parameters one node is started with on top of the parameter files: the run's
+    (checkpoint, env, seed, ...) plus the graph's own; a bridge's nodes get their own seed."""
+    merged = {**run_parameters, **spec.parameters}
+    if "bridge_id" in spec.parameters and "seed" in merged:
+        merged["seed"] = int(merged["seed"]) + BRIDGE_SEED_STRIDE * int(spec.parameters["bridge_id"])
+    return merged
+
+
 def config_files(profile: str) -> list[str]:
     """The parameter files (names inside config/) for a profile, in the order applied."""
     if profile not in PROFILE_CONFIGS:

@@ -26,9 +26,6 @@ from porl_ros import graph
 LEARNER = "learner"
 ROLES = ("all", "learner", "robot")
 BRIDGE_NODE_NAMES = {name for name, _ in graph.BRIDGES.values()}
-# Per-bridge seeds are seed + index * stride, so bridges never replay one another's
-# episodes and exploration noise (episode k of a bridge is seeded seed + k).
-BRIDGE_SEED_STRIDE = 100_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,17 +113,9 @@ def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict,
         out += ["--params-file", str(config_dir / name)]
     for path in extra_files:
         out += ["--params-file", str(path)]
-    for key, value in spec_parameters(spec, params).items():
+    for key, value in graph.node_parameters(spec, params).items():
         out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
     return out
-
-
-def spec_parameters(spec: graph.NodeSpec, params: dict) -> dict:
-    """A node's run parameters plus the graph's own; a bridge's nodes get their own seed."""
-    merged = {**params, **spec.parameters}
-    if "bridge_id" in spec.parameters and "seed" in merged:
-        merged["seed"] = int(merged["seed"]) + BRIDGE_SEED_STRIDE * int(spec.parameters["bridge_id"])
-    return merged
 
 
 def nodes_for_role(nodes: list[graph.NodeSpec], role: str, bridge_ids: str = "") -> list[graph.NodeSpec]:
@@ -336,7 +325,7 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     try:
         for spec in nodes:
             cls = getattr(importlib.import_module(spec.module), classes[spec.name])
-            overrides = [Parameter(k, value=v) for k, v in spec_parameters(spec, node_params[spec.name]).items()]
+            overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, node_params[spec.name]).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)
             executor.add_node(node)

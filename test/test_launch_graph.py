@@ -137,6 +137,10 @@ def test_launch_file_starts_the_graph_description(monkeypatch):
         assert overrides["checkpoint"] == "/ckpt"
         for key, value in spec.parameters.items():
             assert overrides[key] == value
+    # Each bridge's nodes get their own seed, as `porl-ros run` gives them.
+    seeds = [n.kwargs["parameters"][-1]["seed"] for n in nodes if n.kwargs["name"] == "sim_bridge"]
+    assert seeds == [graph.node_parameters(s, {"seed": 0})["seed"] for s in expected if s.name == "sim_bridge"]
+    assert len(set(seeds)) == 2
 
 
 def test_launch_file_refuses_unknown_profile(monkeypatch):

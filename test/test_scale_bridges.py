@@ -70,8 +70,8 @@ def test_graph_namespaces_bridges_and_seeds_them_apart():
     nodes = graph.finetune_graph(3)
     bridges = [spec for spec in nodes if spec.name == "sim_bridge"]
     assert [spec.namespace for spec in bridges] == ["bridge_0", "bridge_1", "bridge_2"]
-    assert [runner.spec_parameters(spec, {"seed": 7})["seed"] for spec in bridges] == [
-        7, 7 + runner.BRIDGE_SEED_STRIDE, 7 + 2 * runner.BRIDGE_SEED_STRIDE]
+    assert [graph.node_parameters(spec, {"seed": 7})["seed"] for spec in bridges] == [
+        7, 7 + graph.BRIDGE_SEED_STRIDE, 7 + 2 * graph.BRIDGE_SEED_STRIDE]
     learner = runner.nodes_for_role(nodes, "learner")
     assert [spec.name for spec in learner] == ["learner"] and learner[0].parameters["num_bridges"] == 3
     robot_1 = runner.nodes_for_role(nodes, "robot", "1")
