@@ -234,7 +234,7 @@ def pretrain(args: argparse.Namespace, out: Path) -> str:
     from porl_ros.tools import pretrain as pretrain_tool
     argv = ["--env", args.env, "--out", str(out), "--demos", str(args.pretrain_demos),
             "--bc-steps", str(args.pretrain_bc_steps), "--max-episode-steps", str(args.episode_steps),
-            "--seed", str(args.seed), "--eval-episodes", "0"]
+            "--seed", str(args.seed), "--eval-episodes", "0"] + ([] if sys.stdout.isatty() else ["--quiet"])
     print(f"[porl] no --checkpoint given: pre-training a BC policy on {args.env} into {out}")
     if pretrain_tool.main(argv) != 0:
         raise SystemExit("[porl] pre-training failed")
