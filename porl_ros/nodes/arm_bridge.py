@@ -128,7 +128,8 @@ PARAMS = [
     Param("reward_kwargs", "{}", "JSON object of keyword arguments for reward_function."),
     Param("success_topic", "", "std_msgs/Bool success signal; alone it gives reward 1 on success, else 0; "
           "with reward_function it decides success."),
-    Param("terminate_on_success", True, "End the episode (terminated) on success."),
+    Param("terminate_on_success", False, "End the episode (terminated) on success. Off by default, as in "
+          "sim_bridge: with a dense reward a terminal success state is worth 0 to the critic."),
     Param("home_joint_positions", [0.0], "Reset pose (rad; one value: all joints); joint mode."),
     Param("home_ee_position", [0.5, 0.0, 0.4], "Reset end-effector position (m); cartesian mode."),
     Param("home_gripper", 1.0, "Gripper action at reset (-1 closed .. 1 open).",
