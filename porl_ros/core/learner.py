@@ -40,14 +40,17 @@ class EpisodeRecord:
     episode_return: float
     success: bool
     phase: str
-    q_calibration_gap: float  # mean(Q(s,a) - discounted return to go) over the episode
+    q_calibration_gap: float  # mean(Q(s,a) - discounted return to go) over the episode, Q at its end
 
 
 @dataclass
 class _OpenEpisode:
     episode: int
     rewards: list = field(default_factory=list)
-    q_estimates: list = field(default_factory=list)
+    # (state, action) of every step: the critic judges them all at once when the episode
+    # ends, with its weights of that moment (and one batched forward instead of one per step).
+    states: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
     success: bool = False
 
 
@@ -185,7 +188,8 @@ class PorlLearner:
         if current is None or current.episode != episode:
             current = self._open[source] = _OpenEpisode(episode)
         current.rewards.append(r)
-        current.q_estimates.append(self._q_estimate(s, a))
+        current.states.append(s)
+        current.actions.append(a)
         current.success |= bool(success)
         if terminated or truncated:
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
@@ -233,7 +237,8 @@ class PorlLearner:
             "policy_version": self.policy_version, "actor_updates_published": self._actor_updates_published,
             "episodes": [dataclasses.asdict(r) for r in self.episodes],
             "open_episodes": {str(k): {"episode": v.episode, "rewards": list(v.rewards),
-                                       "q_estimates": list(v.q_estimates), "success": v.success}
+                                       "states": [x.tolist() for x in v.states],
+                                       "actions": [x.tolist() for x in v.actions], "success": v.success}
                               for k, v in self._open.items()},
             "last_position": {str(k): list(v) for k, v in self._last_position.items()},
         }
@@ -254,7 +259,9 @@ class PorlLearner:
             self._actor_updates_published = int(state["actor_updates_published"])
             self.episodes = [EpisodeRecord(**r) for r in state["episodes"]]
             self._open = {int(k): _OpenEpisode(int(v["episode"]), [float(x) for x in v["rewards"]],
-                                               [float(x) for x in v["q_estimates"]], bool(v["success"]))
+                                               [np.asarray(x, dtype=np.float32) for x in v["states"]],
+                                               [np.asarray(x, dtype=np.float32) for x in v["actions"]],
+                                               bool(v["success"]))
                           for k, v in state["open_episodes"].items()}
             self._last_position = {int(k): (int(v[0]), int(v[1])) for k, v in state["last_position"].items()}
         except (KeyError, TypeError, ValueError) as e:
@@ -264,11 +271,12 @@ class PorlLearner:
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
-    def _q_estimate(self, state: np.ndarray, action: np.ndarray) -> float:
+    def _q_estimates(self, states: list, actions: list) -> np.ndarray:
+        """Ensemble-mean Q of each (state, action), in one batched forward."""
         device = self.agent.device
-        s = torch.as_tensor(state, device=device).unsqueeze(0)
-        a = torch.as_tensor(action, device=device).unsqueeze(0)
-        return float(self.agent.critic(s, a).mean())
+        s = torch.as_tensor(np.stack(states), device=device)
+        a = torch.as_tensor(np.stack(actions), device=device)
+        return self.agent.critic(s, a).mean(dim=0).cpu().numpy()
 
     @torch.no_grad()
     def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
@@ -277,13 +285,13 @@ class PorlLearner:
         tail = 0.0
         if bootstrap is not None:
             obs = torch.as_tensor(bootstrap, device=self.agent.device).unsqueeze(0)
-            tail = self._q_estimate(bootstrap, self.agent.actor.mean_action(obs)[0].cpu().numpy())
+            tail = float(self._q_estimates([bootstrap], [self.agent.actor.mean_action(obs)[0].cpu().numpy()])[0])
         returns = np.empty(len(ep.rewards))
         running = tail
         for i in range(len(ep.rewards) - 1, -1, -1):
             running = ep.rewards[i] + gamma * running
             returns[i] = running
-        gap = float(np.mean(np.asarray(ep.q_estimates) - returns))
+        gap = float(np.mean(self._q_estimates(ep.states, ep.actions) - returns))
         record = EpisodeRecord(source=source, episode=ep.episode, env_steps=self.env_steps, length=len(ep.rewards),
                                episode_return=float(sum(ep.rewards)), success=ep.success, phase=self.phase,
                                q_calibration_gap=gap)

@@ -1,0 +1,64 @@
+"""PorlLearner's episode statistics: the Q-calibration gap against Monte-Carlo returns."""
+
+import numpy as np
+import torch
+
+from porl_ros.core.config import PorlConfig
+from porl_ros.core.learner import build_learner
+from porl_ros.core.networks import SquashedGaussianActor
+
+
+class ConstantCritic(torch.nn.Module):
+    """Q(s, a) = value for every member: makes the expected gap computable by hand."""
+
+    def __init__(self, value: float, members: int = 2) -> None:
+        super().__init__()
+        self.value, self.members = value, members
+        self.calls = 0
+
+    def forward(self, obs, action, members=None):
+        self.calls += 1
+        return torch.full((self.members, obs.shape[0]), self.value)
+
+
+def _learner(gamma: float = 0.5):
+    actor = SquashedGaussianActor(3, 2, (8,), -np.ones(2), np.ones(2))
+    config = PorlConfig(n_critics=2, critic_hidden=(8,), batch_size=4, gamma=gamma, presample_steps=10,
+                        device="cpu")
+    return build_learner(actor, config, replay_capacity=100)
+
+
+def test_gap_is_q_minus_discounted_return_with_the_critic_at_episode_end():
+    learner = _learner(gamma=0.5)
+    critic = ConstantCritic(3.0)
+    learner.agent.critic = critic
+    rewards = [1.0, 2.0, 4.0]
+    for step, reward in enumerate(rewards):
+        record = learner.add_transition(0, step, 0, np.zeros(3), np.zeros(2), reward, np.ones(3),
+                                        terminated=step == len(rewards) - 1, truncated=False, success=False)
+    # Returns to go with gamma 0.5: [1 + 0.5*2 + 0.25*4, 2 + 0.5*4, 4] = [3, 4, 4].
+    assert record is not None and record.length == 3 and record.episode_return == 7.0
+    assert np.isclose(record.q_calibration_gap, 3.0 - np.mean([3.0, 4.0, 4.0]))
+    assert critic.calls == 1, "the episode's Q values should come from one batched forward"
+
+
+def test_truncated_episode_bootstraps_its_tail_with_the_critic():
+    learner = _learner(gamma=0.5)
+    learner.agent.critic = ConstantCritic(2.0)
+    record = None
+    for step in range(2):
+        record = learner.add_transition(0, step, 0, np.zeros(3), np.zeros(2), 1.0, np.ones(3),
+                                        terminated=False, truncated=step == 1, success=step == 1)
+    # Tail Q = 2: returns to go = [1 + 0.5*(1 + 0.5*2), 1 + 0.5*2] = [2, 2].
+    assert record.success and np.isclose(record.q_calibration_gap, 0.0)
+
+
+def test_open_episode_survives_a_bookkeeping_round_trip():
+    learner = _learner()
+    learner.add_transition(0, 0, 0, np.arange(3), np.full(2, 0.5), 1.0, np.ones(3), False, False, False)
+    state = learner.bookkeeping_state()
+    restored = _learner()
+    restored.load_bookkeeping_state(state)
+    restored.agent.critic = ConstantCritic(1.0)
+    record = restored.add_transition(0, 1, 0, np.ones(3), np.zeros(2), 1.0, np.ones(3), True, False, True)
+    assert record.length == 2 and record.episode_return == 2.0
