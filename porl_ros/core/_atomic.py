@@ -26,12 +26,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
+    fsync_dir(directory)  # make the rename itself durable
+
+
+def fsync_dir(path) -> None:
+    """fsync a directory, so a rename or a new file in it survives a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
         try:
-            os.fsync(dfd)
+            os.fsync(fd)
         finally:
-            os.close(dfd)
+            os.close(fd)
     except OSError:
         pass  # some filesystems do not allow fsync on a directory
 

@@ -37,7 +37,7 @@ import numpy as np
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ._atomic import atomic_write_bytes
+from ._atomic import atomic_write_bytes, fsync_dir
 from .replay import ReplayBuffer, ReplayFileError
 
 FORMAT = "porl_ros.learner_state"
@@ -55,17 +55,6 @@ _MAX_RECORD = 1 << 26  # no sane transition is 64 MiB: a larger length is corrup
 
 class LearnerStateError(ValueError):
     """A checkpoint or log that is missing, truncated, corrupt or does not fit (names the path)."""
-
-
-def _fsync_dir(path: Union[str, os.PathLike]) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # some filesystems do not allow fsync on a directory
 
 
 @dataclass
@@ -149,7 +138,7 @@ class TransitionLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = open(path, "ab", buffering=0)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self._buffer: list[bytes] = []
         self.unsynced = 0
         self.records = 0
@@ -289,7 +278,7 @@ class LearnerStateStore:
         if final.exists():  # same env_steps again (e.g. close() right after a periodic one)
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self.start_segment()
         self._prune()
         return final
