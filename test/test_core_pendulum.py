@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-gym = pytest.importorskip("gymnasium")
+import gymnasium as gym  # a required dependency: missing, this test must fail, not skip
 
-from porl_ros.core import EpsilonGreedy, PorlAgent, PorlConfig, ReplayBuffer  # noqa: E402
+from porl_ros.core import EpsilonGreedy, PorlAgent, PorlConfig, ReplayBuffer
 
 STEPS = 10_000
 WARMUP = 1000

@@ -10,7 +10,7 @@ import pytest
 from porl_ros.envs.gymnasium_env import flatten_observation, _layout, success_from_info
 from porl_ros.envs.registry import make_env
 
-pytest.importorskip("gymnasium_robotics")
+import gymnasium_robotics  # noqa: E402,F401  (required: missing, these tests must fail, not skip)
 
 ADROIT = {  # id -> (obs_dim, act_dim)
     "AdroitHandDoor-v1": (39, 28),
