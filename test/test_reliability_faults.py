@@ -90,6 +90,8 @@ def test_graph_survives_sigkill_of_each_node(tmp_path, checkpoint):
         time.sleep(1.5)  # the bridge keeps re-sending its unacknowledged transition meanwhile
         learner = group.start(learner_cmd + ["-p", "resume:=true"], logs["learner2"], env=NODE_ENV)
         assert wait_until(lambda: observer.max_seq() >= seen_at_kill + 10, 90), failure("no progress after resume")
+        # The new learner's latched weights reach the observer once DDS has matched the two.
+        wait_until(lambda: any(t > killed_at for t, _ in observer.versions), 30)
         versions_after = [v for t, v in observer.versions if t > killed_at]
         assert versions_after and versions_after[0] > max(versions_before), failure(
             f"policy version reused across resume: before {versions_before}, after {versions_after}")

@@ -143,12 +143,13 @@ def test_split_free_running_counts_the_gap_and_catches_up_on_weights(tmp_path, c
     missing = [text for _, text in log_lines(learner_dir / "logs" / "learner.log") if "missing before seq" in text]
     assert missing, "the learner did not report the gap" + details
     assert summary["rejected_transitions"] == 0
-    # On reconnect the policy server got the newest weights at once (latched, depth 1): it
-    # jumped past the versions the learner published while the link was down.
+    # On reconnect the policy server picks up the learner's weights again (latched, depth 1:
+    # the newest only). In free running the learner trains at most utd_ratio updates per
+    # stored step, so while the link is down it has nothing new to publish.
     served = [(t, int(m.group(1))) for t, text in log_lines(robot_dir / "logs" / "policy_server.log")
               if (m := re.search(r"now serving policy version (\d+)", text))]
     before = [v for t, v in served if t < cut_at]
     after = [v for t, v in served if t > cut_at]
     assert before and after, f"served versions {served}" + details
-    assert after[0] > before[-1] + 1, f"no jump to the newest weights on reconnect: {before[-3:]} -> {after[:3]}"
+    assert after[0] > before[-1] and after == sorted(after), f"weights after reconnect: {before[-3:]} -> {after}"
     assert after[-1] <= summary["policy_version"]

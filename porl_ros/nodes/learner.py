@@ -65,7 +65,8 @@ PARAMS = [
     Param("critic_layer_norm", True, "LayerNorm in the critics."),
     Param("critic_hidden", [256, 256], "Hidden layer sizes of each critic.",
           check=lambda v: len(v) > 0 and all(0 < int(x) <= 65536 for x in v), requirement="1 to 65536 units each"),
-    Param("utd_ratio", 16, "Critic updates per env step.", **positive()),
+    Param("utd_ratio", 16, "Critic updates per env step (lockstep: exactly; free_running: at most).",
+          **positive()),
     Param("actor_update_every", 1, "Actor and temperature update every K critic updates (fine-tune).",
           **positive()),
     Param("batch_size", 256, "Minibatch size.", **positive()),
@@ -189,6 +190,7 @@ class LearnerNode(Node):
             f"T={config.presample_steps}, total {p['total_env_steps']} env steps, {p['timing_mode']}; "
             f"run dir {self.run_dir}")
         self.trainer = None
+        self._intake_waiting = 0
         total = p["total_env_steps"]
         if total and self.learner.env_steps >= total:
             self._finish()  # resumed a run that had already reached its end
@@ -227,7 +229,9 @@ class LearnerNode(Node):
         if self.done:
             self._ack(msg)
             return
+        self._intake_waiting += 1  # only this (executor) thread writes it; the trainer reads it
         with self.lock:
+            self._intake_waiting -= 1
             expected = self.learner.next_seq[msg.bridge_id] if msg.bridge_id < self.p["num_bridges"] else None
             if expected is not None and msg.seq == expected - 1 and self.lockstep:
                 self._ack(msg)  # the bridge re-sent one we already have: it missed our ack
@@ -281,10 +285,21 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ free running
     def _train_forever(self) -> None:
+        """Free running: update as fast as the CPU/GPU allows, but never more than `utd_ratio`
+        updates per stored env step, and never ahead of waiting transitions."""
+        learner, starts = self.learner, self.learner.config.effective_learning_starts
         while not self.done and not self.finished:
+            # Python locks are not fair: without this the trainer re-takes the lock at once
+            # and the transition callback starves (the replay then lags the robot by minutes).
+            while self._intake_waiting and not self.done:
+                time.sleep(0.0002)
+            owed = self.p["utd_ratio"] * (learner.env_steps - starts + 1)
+            if learner.agent.critic_updates >= owed:
+                time.sleep(0.002)  # caught up with the data: wait for the robot
+                continue
             with self.lock:
-                metrics = self.learner.train_one_update()
-                due = (self.learner.agent.actor_updates > self.learner._actor_updates_published
+                metrics = learner.train_one_update()
+                due = (learner.agent.actor_updates > learner._actor_updates_published
                        and time.monotonic() - self.last_weights_time > 1.0 / self.p["max_weights_rate_hz"])
                 if due:
                     self._publish_weights()
