@@ -269,14 +269,14 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
                 if learner_code is not None:
                     code = learner_code
                     if code != 0:
-                        print(f"\n[porl] the learner exited with code {code}; see {logs / 'learner.log'}")
+                        _report_failed_node(LEARNER, code, logs)
                     break
             elif all(procs[label].poll() == 0 for label in bridge_labels):
                 break
             failed = {k: p.returncode for k, p in procs.items() if p.poll() is not None and p.returncode != 0}
             if failed:
                 for label, rc in failed.items():
-                    print(f"\n[porl] node {label} exited with code {rc}; see {logs / (label + '.log')}")
+                    _report_failed_node(label, rc, logs)
                 code = 1
                 break
             time.sleep(0.2)
@@ -284,6 +284,13 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
         for proc in procs.values():
             _stop(proc)
     return code
+
+
+def _report_failed_node(label: str, code: int, logs: Path) -> None:
+    """Say which node failed and show the end of its log (usually one line naming the cause)."""
+    log = logs / f"{label}.log"
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
+    print(f"\n[porl] node {label} exited with code {code}; log {log}" + "".join(f"\n    {line}" for line in tail))
 
 
 def _stop(proc: subprocess.Popen) -> None:
