@@ -2,7 +2,7 @@
 
     ros2 launch porl_ros finetune.launch.py checkpoint:=/path/to/actor_dir \
         [profile:=cpu|gpu] [env_id:=metaworld/push-v3] [timing_mode:=lockstep] \
-        [num_bridges:=1] [bridge:=sim|arm] [arm_config:=my_arm.yaml] [run_dir:=runs/latest] [rviz:=false]
+        [num_bridges:=1] [role:=all|learner|robot] [bridge:=sim|arm] [arm_config:=my_arm.yaml] [run_dir:=runs/latest] [rviz:=false]
 
 The nodes, names, namespaces and parameter files come from porl_ros.graph, the same
 description `porl-ros run` uses, so the two cannot drift apart.
@@ -29,6 +29,8 @@ ARGUMENTS = {
     "arm_config": ("", "Parameter file of the arm bridge (default: the package's config/arm.yaml)."),
     "run_dir": ("runs/latest", "Learner output directory."),
     "seed": ("0", "Seed of the run (each bridge's nodes get seed + bridge_id * 100000)."),
+    "role": ("all", "Which nodes this machine runs: all, learner, or robot (bridges + controllers + policy servers)."),
+    "bridge_ids": ("", "With role:=robot: only these bridges, e.g. '0,1' (default: all)."),
     "rviz": ("false", "Start rviz2 with config/porl.rviz."),
 }
 
@@ -48,7 +50,8 @@ def _nodes(context):
     }
     arm_config = value["arm_config"] or os.path.join(share, "config", graph.BRIDGE_CONFIGS["arm"])
     actions = []
-    for spec in graph.finetune_graph(int(value["num_bridges"]), value["bridge"]):
+    nodes = graph.finetune_graph(int(value["num_bridges"]), value["bridge"])
+    for spec in graph.nodes_for_role(nodes, value["role"], value["bridge_ids"]):
         overrides = graph.node_parameters(spec, {"checkpoint": value["checkpoint"], **per_node[spec.name]})
         node_files = files + ([arm_config] if spec.name == "arm_bridge" else [])
         actions.append(Node(

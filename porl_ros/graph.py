@@ -72,6 +72,35 @@ def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:
     return merged
 
 
+ROLES = ("all", "learner", "robot")
+
+
+def nodes_for_role(nodes: list[NodeSpec], role: str, bridge_ids: str = "") -> list[NodeSpec]:
+    """The part of the graph one machine runs: 'all', the 'learner' alone, or the 'robot' side
+    (per bridge: bridge, exploration controller, policy server), optionally only `bridge_ids`
+    ("0,2"). Raises ValueError naming what is wrong."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role '{role}'; choose one of {list(ROLES)}")
+    if role == "all":
+        return nodes
+    if role == "learner":
+        return [spec for spec in nodes if spec.name == "learner"]
+    robot = [spec for spec in nodes if spec.name != "learner"]
+    if not bridge_ids:
+        return robot
+    try:
+        wanted = {int(item) for item in bridge_ids.split(",")}
+    except ValueError:
+        raise ValueError(f"bridge ids {bridge_ids!r}: expected comma-separated integers, e.g. 0,1") from None
+    known = {spec.parameters["bridge_id"] for spec in robot if "bridge_id" in spec.parameters}
+    if not wanted <= known:
+        raise ValueError(f"bridge ids {bridge_ids!r}: ids {sorted(wanted - known)} are not in 0..{max(known)} "
+                         f"(num_bridges {len(known)})")
+    # The policy server has no bridge_id; it shares its namespace with its bridge.
+    namespaces = {spec.namespace for spec in robot if spec.parameters.get("bridge_id") in wanted}
+    return [spec for spec in robot if spec.namespace in namespaces]
+
+
 def config_files(profile: str) -> list[str]:
     """The parameter files (names inside config/) for a profile, in the order applied."""
     if profile not in PROFILE_CONFIGS:

@@ -24,7 +24,6 @@ from typing import Optional
 from porl_ros import graph
 
 LEARNER = "learner"
-ROLES = ("all", "learner", "robot")
 BRIDGE_NODE_NAMES = {name for name, _ in graph.BRIDGES.values()}
 
 
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presample-steps", type=int, default=None, help="T, pre-sample env steps (default: profile's)")
     p.add_argument("--timing-mode", default="lockstep", choices=["lockstep", "free_running"])
     p.add_argument("--num-bridges", type=int, default=1, help="bridges feeding the learner (default 1)")
-    p.add_argument("--role", default="all", choices=ROLES,
+    p.add_argument("--role", default="all", choices=graph.ROLES,
                    help="which nodes this machine runs: 'all' (default), 'learner' (the learner alone) or "
                    "'robot' (bridge + exploration controller + policy server per bridge); learner and robot "
                    "hosts need the same --domain-id, --num-bridges and --timing-mode (docs/multi_host.md)")
@@ -116,28 +115,6 @@ def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict,
     for key, value in graph.node_parameters(spec, params).items():
         out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
     return out
-
-
-def nodes_for_role(nodes: list[graph.NodeSpec], role: str, bridge_ids: str = "") -> list[graph.NodeSpec]:
-    """The part of the graph one machine runs (`--role`, `--bridge-ids`)."""
-    if role == "all":
-        return nodes
-    if role == LEARNER:
-        return [spec for spec in nodes if spec.name == LEARNER]
-    robot = [spec for spec in nodes if spec.name != LEARNER]
-    if not bridge_ids:
-        return robot
-    try:
-        wanted = {int(item) for item in bridge_ids.split(",")}
-    except ValueError:
-        raise SystemExit(f"--bridge-ids {bridge_ids!r}: expected comma-separated integers, e.g. 0,1") from None
-    # The policy server has no bridge_id; it shares its namespace with its bridge.
-    namespaces = {spec.namespace for spec in robot if spec.parameters.get("bridge_id") in wanted}
-    known = {spec.parameters["bridge_id"] for spec in robot if "bridge_id" in spec.parameters}
-    if not wanted <= known:
-        raise SystemExit(f"--bridge-ids {bridge_ids!r}: ids {sorted(wanted - known)} are not in 0..{max(known)} "
-                         f"(--num-bridges {len(known)})")
-    return [spec for spec in robot if spec.namespace in namespaces]
 
 
 class ProgressPrinter:
@@ -389,7 +366,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
               f"({args.eval_episodes} episodes)")
 
-    nodes = nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
+    try:
+        nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role,
+                                     args.bridge_ids)
+    except ValueError as e:
+        raise SystemExit(f"[porl] --role/--bridge-ids: {e}") from None
     params = node_parameters(args, checkpoint, run_dir)
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "

@@ -156,3 +156,13 @@ def test_launch_file_swaps_in_the_arm_bridge(monkeypatch):
     assert [Path(f).name for f in files] == graph.config_files("cpu") + ["arm.yaml"]
     assert all(Path(f).is_file() for f in files)
     assert arm[0].kwargs["parameters"][-1]["timing_mode"] == "free_running"
+
+
+def test_launch_file_starts_one_role_per_machine(monkeypatch):
+    learner = _launch(monkeypatch, checkpoint="/ckpt", num_bridges="2", role="learner")
+    assert [n.kwargs["name"] for n in learner] == ["learner"]
+    robot = _launch(monkeypatch, checkpoint="/ckpt", num_bridges="2", role="robot", bridge_ids="1")
+    assert sorted(n.kwargs["name"] for n in robot) == ["exploration_controller", "policy_server", "sim_bridge"]
+    assert {n.kwargs["namespace"] for n in robot} == {"bridge_1"}
+    with pytest.raises(ValueError, match="unknown role"):
+        _launch(monkeypatch, role="both")

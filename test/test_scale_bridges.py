@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from graph_helpers import ACT_DIM, OBS_DIM, SMALL_LEARNER, ObserverNode, random_actor_checkpoint, run_command
-from porl_ros import graph, runner
+from porl_ros import graph
 from porl_ros.core.learner_state import LearnerStateStore
 from porl_ros.nodes.conversions import to_float32_field
 from porl_ros.nodes.qos import LATCHED_QOS, STREAM_QOS
@@ -72,13 +72,13 @@ def test_graph_namespaces_bridges_and_seeds_them_apart():
     assert [spec.namespace for spec in bridges] == ["bridge_0", "bridge_1", "bridge_2"]
     assert [graph.node_parameters(spec, {"seed": 7})["seed"] for spec in bridges] == [
         7, 7 + graph.BRIDGE_SEED_STRIDE, 7 + 2 * graph.BRIDGE_SEED_STRIDE]
-    learner = runner.nodes_for_role(nodes, "learner")
+    learner = graph.nodes_for_role(nodes, "learner")
     assert [spec.name for spec in learner] == ["learner"] and learner[0].parameters["num_bridges"] == 3
-    robot_1 = runner.nodes_for_role(nodes, "robot", "1")
+    robot_1 = graph.nodes_for_role(nodes, "robot", "1")
     assert sorted(spec.name for spec in robot_1) == ["exploration_controller", "policy_server", "sim_bridge"]
     assert {spec.namespace for spec in robot_1} == {"bridge_1"}
-    with pytest.raises(SystemExit, match="ids \\[5\\] are not in 0..2"):
-        runner.nodes_for_role(nodes, "robot", "1,5")
+    with pytest.raises(ValueError, match="ids \\[5\\] are not in 0..2"):
+        graph.nodes_for_role(nodes, "robot", "1,5")
 
 
 def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
