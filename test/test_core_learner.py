@@ -62,3 +62,25 @@ def test_open_episode_survives_a_bookkeeping_round_trip():
     restored.agent.critic = ConstantCritic(1.0)
     record = restored.add_transition(0, 1, 0, np.ones(3), np.zeros(2), 1.0, np.ones(3), True, False, True)
     assert record.length == 2 and record.episode_return == 2.0
+
+
+def test_presample_utd_ratio_and_an_early_switch():
+    actor = SquashedGaussianActor(3, 2, (8,), -np.ones(2), np.ones(2))
+    config = PorlConfig(n_critics=2, critic_hidden=(8,), batch_size=4, learning_starts=4, utd_ratio=2,
+                        presample_utd_ratio=5, presample_steps=100, device="cpu")
+    learner = build_learner(actor, config, replay_capacity=100)
+    frozen = {k: v.clone() for k, v in learner.agent.actor.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        learner.add_transition(0, step, 0, rng.normal(size=3), rng.uniform(-1, 1, 2), 1.0, rng.normal(size=3),
+                               False, False, False)
+        learner.train()
+    # Pre-sample (actor frozen): 5 updates per step once 4 transitions are stored (steps 4..6).
+    assert learner.agent.critic_updates == 5 * 3 and learner.agent.actor_updates == 0
+    assert all(torch.equal(v, frozen[k]) for k, v in learner.agent.actor.state_dict().items())
+    assert learner.end_presample() and learner.phase == "finetune" and learner.schedule.presample_steps == 6
+    assert not learner.end_presample()
+    learner.add_transition(0, 6, 0, rng.normal(size=3), rng.uniform(-1, 1, 2), 1.0, rng.normal(size=3),
+                           False, False, False)
+    learner.train()
+    assert learner.agent.critic_updates == 15 + 2 and learner.agent.actor_updates == 2

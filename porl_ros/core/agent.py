@@ -139,6 +139,14 @@ class PorlAgent:
         return [actor_loss.detach(), alpha_loss.detach(), self.log_alpha.detach().exp(),
                 -log_prob.detach().mean()]
 
+    @property
+    def utd_ratio_now(self) -> int:
+        """Critic updates owed per env step in the current phase."""
+        cfg = self.config
+        if self.phase == PRESAMPLE and cfg.presample_utd_ratio is not None:
+            return cfg.presample_utd_ratio
+        return cfg.utd_ratio
+
     def train_after_env_step(self, replay: ReplayBuffer) -> dict[str, float]:
         """utd_ratio updates on fresh uniform batches; {} until replay holds learning_starts.
 
@@ -150,13 +158,14 @@ class PorlAgent:
             return {}
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for _ in range(cfg.utd_ratio):
+        updates = self.utd_ratio_now
+        for _ in range(updates):
             batch = replay.sample(cfg.batch_size, self.device, self.np_rng)
             for k, v in self.update(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
         out = {k: sums[k] / counts[k] for k in sums}
-        out["updates"] = float(cfg.utd_ratio)
+        out["updates"] = float(updates)
         return out
 
     # ------------------------------------------------------------------ full state

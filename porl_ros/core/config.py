@@ -48,6 +48,9 @@ class PorlConfig:
     gamma: float = 0.99
     tau: float = 0.005
     utd_ratio: int = 16  # critic updates per env step
+    # Critic updates per env step in the pre-sample stage (None: utd_ratio). The actor is
+    # frozen there, so this is the cheap place for a higher ratio.
+    presample_utd_ratio: Optional[int] = None
     actor_update_every: int = 1  # actor/alpha update every K critic updates (finetune only)
     learning_starts: Optional[int] = None  # replay size before updates start; None -> batch_size
     # PORL stages.
@@ -97,6 +100,8 @@ class PorlConfig:
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
         positive_int("utd_ratio")
+        if self.presample_utd_ratio is not None:
+            positive_int("presample_utd_ratio")
         positive_int("actor_update_every")
         if self.learning_starts is not None:
             positive_int("learning_starts")

@@ -195,6 +195,15 @@ class PorlLearner:
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
         return None
 
+    def end_presample(self) -> bool:
+        """Switch to fine-tuning now (e.g. an adaptive criterion decided the critic is ready);
+        the schedule records the T actually used. Returns False when already fine-tuning."""
+        if self.phase != PRESAMPLE:
+            return False
+        self.schedule = PhaseSchedule(self.env_steps)
+        self.agent.set_phase(FINETUNE)
+        return True
+
     # ------------------------------------------------------------------ learning
     def train(self) -> dict[str, float]:
         """The critic (and, in finetune, actor) updates owed for one env step."""

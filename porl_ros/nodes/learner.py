@@ -67,6 +67,8 @@ PARAMS = [
           check=lambda v: len(v) > 0 and all(0 < int(x) <= 65536 for x in v), requirement="1 to 65536 units each"),
     Param("utd_ratio", 16, "Critic updates per env step (lockstep: exactly; free_running: at most).",
           **positive()),
+    Param("presample_utd_ratio", 0, "Critic updates per env step in the pre-sample stage, where the actor is "
+          "frozen (0: utd_ratio).", **non_negative()),
     Param("actor_update_every", 1, "Actor and temperature update every K critic updates (fine-tune).",
           **positive()),
     Param("batch_size", 256, "Minibatch size.", **positive()),
@@ -111,7 +113,8 @@ def _porl_config(p: dict) -> PorlConfig:
         return PorlConfig(
             n_critics=p["n_critics"], n_target_critics=p["n_target_critics"],
             critic_layer_norm=p["critic_layer_norm"], critic_hidden=tuple(p["critic_hidden"]),
-            utd_ratio=p["utd_ratio"], actor_update_every=p["actor_update_every"], batch_size=p["batch_size"],
+            utd_ratio=p["utd_ratio"], presample_utd_ratio=p["presample_utd_ratio"] or None,
+            actor_update_every=p["actor_update_every"], batch_size=p["batch_size"],
             learning_starts=p["learning_starts"], gamma=p["gamma"], tau=p["tau"], actor_lr=p["actor_lr"],
             critic_lr=p["critic_lr"], alpha_lr=p["alpha_lr"], init_alpha=p["init_alpha"],
             target_entropy=None if p["target_entropy"] == float("-inf") else p["target_entropy"],
@@ -293,7 +296,7 @@ class LearnerNode(Node):
             # and the transition callback starves (the replay then lags the robot by minutes).
             while self._intake_waiting and not self.done:
                 time.sleep(0.0002)
-            owed = self.p["utd_ratio"] * (learner.env_steps - starts + 1)
+            owed = learner.agent.utd_ratio_now * (learner.env_steps - starts + 1)
             if learner.agent.critic_updates >= owed:
                 time.sleep(0.002)  # caught up with the data: wait for the robot
                 continue

@@ -202,7 +202,8 @@ def learner_config(settings: Settings, variant: Variant, seed: int):
     epsilon = settings.presample_epsilon if variant.epsilon is None else variant.epsilon
     return PorlConfig(n_critics=settings.n_critics, critic_hidden=(settings.critic_hidden,) * 2,
                       actor_hidden=(settings.bc_hidden,) * 2, batch_size=settings.batch_size,
-                      utd_ratio=settings.utd_ratio, init_alpha=settings.init_alpha,
+                      utd_ratio=settings.utd_ratio, presample_utd_ratio=settings.presample_utd_ratio,
+                      init_alpha=settings.init_alpha,
                       target_entropy=settings.target_entropy, actor_lr=settings.actor_lr, tau=settings.tau,
                       critic_lr=settings.critic_lr, alpha_lr=settings.alpha_lr,
                       presample_steps=presample, presample_epsilon=epsilon,
@@ -311,11 +312,7 @@ def run_single(settings: Settings, variant_name: str, task: str, seed: int, bc_d
             res = env.step(executed)
             learner.add_transition(0, seq, episode, obs, executed, res.reward * settings.reward_scale,
                                    res.observation, res.terminated, res.truncated, res.success)
-            metrics = learner.train()
-            if learner.phase == PRESAMPLE and settings.presample_utd_ratio is not None:
-                # PORL's high pre-sample UTD: extra critic updates (the actor is frozen there)
-                for _ in range(settings.presample_utd_ratio - cfg.utd_ratio):
-                    metrics = learner.train_one_update() or metrics
+            metrics = learner.train()  # presample_utd_ratio updates in pre-sample, utd_ratio after
             if criterion is not None and learner.phase == PRESAMPLE:
                 for k in interval:
                     if k in metrics:
@@ -324,8 +321,7 @@ def run_single(settings: Settings, variant_name: str, task: str, seed: int, bc_d
                     signals = {k: float(np.mean(v)) for k, v in interval.items()}
                     interval = {k: [] for k in interval}
                     if criterion.observe(learner.env_steps, signals):
-                        # PorlLearner has no hook for an early switch; the agent's phase is what it reads.
-                        agent.set_phase(FINETUNE)
+                        learner.end_presample()
                         chosen_t = learner.env_steps
                         if log is not None:
                             log(f"{variant_name} {task} s{seed}: adaptive pre-sample ends at T={chosen_t}")
