@@ -118,6 +118,7 @@ class Settings:
     adaptive_rel_tol: float = 0.05
     adaptive_patience: int = 2
     torch_threads: int = 1
+    device: str = "cpu"  # learner device; "auto" picks CUDA when there is one
 
     def validate(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -207,7 +208,7 @@ def learner_config(settings: Settings, variant: Variant, seed: int):
                       target_entropy=settings.target_entropy, actor_lr=settings.actor_lr, tau=settings.tau,
                       critic_lr=settings.critic_lr, alpha_lr=settings.alpha_lr,
                       presample_steps=presample, presample_epsilon=epsilon,
-                      finetune_epsilon=settings.finetune_epsilon, device="cpu", seed=seed)
+                      finetune_epsilon=settings.finetune_epsilon, device=settings.device, seed=seed)
 
 
 def make_actor(settings: Settings, variant: Variant, task: str, seed: int, bc_dir: str, env_spec):
@@ -571,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("adaptive_window", int, "adaptive T: checks per smoothing window"),
             ("adaptive_rel_tol", float, "adaptive T: relative-change threshold"),
             ("adaptive_patience", int, "adaptive T: consecutive flat checks"),
-            ("torch_threads", int, "torch threads per run")):
+            ("torch_threads", int, "torch threads per run"),
+            ("device", str, "learner device: cpu, cuda, cuda:N or auto")):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=getattr(d, name), help=help_text)
     p.add_argument("--train-terminate-on-success", action="store_true",
                    help="end training episodes on success (no bootstrap past it)")
