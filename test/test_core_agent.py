@@ -11,14 +11,8 @@ from porl_ros.core import PorlAgent, PorlConfig, ReplayBuffer, resolve_device
 from porl_ros.core.replay import Batch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one intra-op thread is faster and immune to a busy machine.
-    The previous setting is restored so no global state leaks into other tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks on a shared 2-core machine: one torch thread (conftest restores it).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**kw) -> PorlConfig:

@@ -2,19 +2,14 @@
 
 import numpy as np
 import pytest
-import torch
 
 from porl_ros.core import PorlAgent, PorlConfig
 from porl_ros.core.bc import BCConfig, train_bc
 from porl_ros.core.checkpoint import actor_from_bytes, actor_to_bytes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks on a shared 2-core machine: one torch thread (conftest restores it).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def linear_demos(n: int, seed: int):

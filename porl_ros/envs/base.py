@@ -44,6 +44,16 @@ class EnvSpec:
         object.__setattr__(self, "action_low", low)
         object.__setattr__(self, "action_high", high)
 
+    def checked_action(self, action, dtype=np.float32) -> np.ndarray:
+        """`action` as a flat array of `dtype`, clipped to the bounds; a wrong size or a NaN/inf
+        raises ValueError naming the environment (every back-end's step starts with this)."""
+        act = np.asarray(action, dtype=dtype).reshape(-1)
+        if act.shape != (self.act_dim,):
+            raise ValueError(f"{self.env_id}: action must have {self.act_dim} values, got {act.shape[0]}")
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"{self.env_id}: action has non-finite values (NaN or inf): {act}")
+        return np.clip(act, self.action_low, self.action_high).astype(dtype, copy=False)
+
 
 @dataclass
 class StepResult:

@@ -225,13 +225,7 @@ class GymnasiumEnv(EnvBackend):
         if self._needs_reset:
             raise RuntimeError(f"{self.spec.env_id}: call reset() before step() "
                                "(and after an episode ends)")
-        act = np.asarray(action, dtype=np.float32).reshape(-1)
-        if act.shape != (self.spec.act_dim,):
-            raise ValueError(f"{self.spec.env_id}: action must have {self.spec.act_dim} "
-                             f"values, got {act.shape}")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"{self.spec.env_id}: action is not finite")
-        act = np.clip(act, self.spec.action_low, self.spec.action_high)
+        act = self.spec.checked_action(action)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             obs, reward, terminated, truncated, info = self._env.step(

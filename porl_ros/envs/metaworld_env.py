@@ -169,12 +169,7 @@ class MetaWorldEnv(EnvBackend):
         if self._needs_reset:
             raise RuntimeError(f"{self.spec.env_id}: call reset() before step() "
                                "(and after an episode ends)")
-        act = np.asarray(action, dtype=np.float32).reshape(-1)
-        if act.shape != (4,):
-            raise ValueError(f"{self.spec.env_id}: action must have 4 values, got {act.shape}")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"{self.spec.env_id}: action is not finite: {act}")
-        act = np.clip(act, self.spec.action_low, self.spec.action_high)
+        act = self.spec.checked_action(action)
         obs, reward, _, _, info = self._env.step(act)
         self._steps += 1
         success = bool(float(info.get("success", 0.0)) >= 1.0)

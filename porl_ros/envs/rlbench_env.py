@@ -645,14 +645,7 @@ class RLBenchEnv(EnvBackend):
 
     def step(self, action: np.ndarray) -> StepResult:
         self._check_open()
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (self.spec.act_dim,):
-            raise ValueError(f"{self.spec.env_id}: action must have {self.spec.act_dim} "
-                             f"values, got {a.shape[0]}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{self.spec.env_id}: action has non-finite values: {a}")
-        a = np.clip(a, self.spec.action_low, self.spec.action_high)
-        return self._sim.call(self._do_step, a)
+        return self._sim.call(self._do_step, self.spec.checked_action(action, dtype=np.float64))
 
     def markers(self) -> dict[str, np.ndarray]:
         obs = self._last_obs
