@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from porl_ros.core import PorlAgent, PorlConfig
 from porl_ros.core.bc import BCConfig, train_bc
