@@ -21,7 +21,9 @@ from porl_ros.nodes.qos import LATCHED_QOS, STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import PolicyWeights, TrainingStatus, Transition
 from process_helpers import ProcessGroup, wait_until
 
-TOTAL, PRESAMPLE, EPISODE = 150, 60, 40
+# Enough steps after the learner is killed (<= 100) for the three later restarts to happen
+# before the run ends: the graph steps at ~100-400 steps/s.
+TOTAL, PRESAMPLE, EPISODE = 400, 60, 40
 NODE_ENV = {"OMP_NUM_THREADS": "1"}
 
 
