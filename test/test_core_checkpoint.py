@@ -114,3 +114,48 @@ def test_save_is_atomic_and_overwrites(actor, tmp_path):
     save_actor(tmp_path, actor, PolicyMeta.for_actor(actor, policy_version=2))
     assert load_actor(tmp_path)[1].policy_version == 2
     assert sorted(os.listdir(tmp_path)) == ["actor.safetensors", "meta.json"]
+
+
+@pytest.mark.parametrize("damage", ["flip_one_bit", "xor_64_bytes"])
+def test_corrupt_weights_in_the_middle_are_refused_naming_the_file(actor, tmp_path, damage):
+    """A bit flip inside a tensor still parses as safetensors: only the checksum catches it."""
+    save_actor(tmp_path, actor)
+    weights = tmp_path / "actor.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    if damage == "flip_one_bit":
+        data[middle] ^= 0x04
+    else:
+        for i in range(middle, middle + 64):
+            data[i] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"actor\.safetensors: checksum mismatch"):
+        load_actor(tmp_path)
+
+
+def test_checkpoint_without_checksum_is_refused(actor, tmp_path):
+    save_actor(tmp_path, actor)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert len(meta["weights_sha256"]) == 64
+    del meta["weights_sha256"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="no weights_sha256"):
+        load_actor(tmp_path)
+
+
+def test_weights_from_another_checkpoint_are_refused(actor, tmp_path):
+    """A torn save (new weights, old meta.json) or a swapped file does not load."""
+    save_actor(tmp_path / "a", actor)
+    with torch.no_grad():
+        actor.mu.bias.add_(0.5)
+    save_actor(tmp_path / "b", actor)
+    os.replace(tmp_path / "b" / "actor.safetensors", tmp_path / "a" / "actor.safetensors")
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_actor(tmp_path / "a")
+
+
+def test_bytes_with_a_flipped_tensor_bit_are_refused(actor):
+    blob = bytearray(actor_to_bytes(actor))
+    blob[-100] ^= 0x01  # inside the tensor data section
+    with pytest.raises(CheckpointError, match="policy bytes.*checksum mismatch"):
+        actor_from_bytes(bytes(blob))

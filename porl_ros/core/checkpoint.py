@@ -3,12 +3,19 @@
 No pickle anywhere: tensors are safetensors, metadata is JSON. A loader is told what it
 expects (obs_dim, act_dim, ...) and refuses a checkpoint that does not match, naming the
 field and both values, so a policy for the wrong robot never runs.
+
+Every checkpoint carries the SHA-256 of its tensors in its metadata (`weights_sha256`:
+of the whole actor.safetensors file in the directory format, of the tensor data section
+in the bytes format) and every load verifies it: a flipped bit, a torn write or a
+weights file from another checkpoint is refused with an error naming the file, never
+fine-tuned or deployed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -52,6 +59,7 @@ class PolicyMeta:
     created: str = field(default_factory=_now)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    weights_sha256: str = ""  # set by the writer; verified by every loader
 
     @classmethod
     def for_actor(cls, actor: SquashedGaussianActor, env_id: str = "", policy_version: int = 0,
@@ -100,7 +108,7 @@ def _check_expect(meta: PolicyMeta, expect: Any, where: str) -> None:
     if expect is None:
         return
     items = dataclasses.asdict(expect).items() if dataclasses.is_dataclass(expect) else dict(expect).items()
-    ignore = {"created", "policy_version", "extra", "format_version"} if dataclasses.is_dataclass(expect) else set()
+    ignore = {"created", "policy_version", "extra", "format_version", "weights_sha256"} if dataclasses.is_dataclass(expect) else set()
     for key, want in items:
         if key in ignore:
             continue
@@ -152,14 +160,35 @@ def _tensors(actor: SquashedGaussianActor) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in actor.state_dict().items()}
 
 
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verify_checksum(meta: PolicyMeta, data: bytes | memoryview, where: str) -> None:
+    """Refuse weights whose SHA-256 is not the one their metadata recorded."""
+    if not meta.weights_sha256:
+        raise CheckpointError(f"{where}: the metadata has no weights_sha256, so the weights cannot be "
+                              f"verified (written by hand or by an older porl_ros?); re-save the actor with "
+                              f"porl_ros.core.checkpoint.save_actor")
+    actual = _sha256(data)
+    if actual != meta.weights_sha256:
+        raise CheckpointError(f"{where}: checksum mismatch: the weights' SHA-256 is {actual[:16]}..., the "
+                              f"metadata recorded {meta.weights_sha256[:16]}... (corrupt, truncated or "
+                              f"replaced file); refusing to load it")
+
+
 # ------------------------------------------------------------------ directory format
 def save_actor(directory: str | os.PathLike, actor: SquashedGaussianActor,
                meta: Optional[PolicyMeta] = None) -> PolicyMeta:
-    """Write actor.safetensors then meta.json, each atomically; returns the meta written."""
+    """Write actor.safetensors then meta.json (with the weights' SHA-256), each atomically;
+    returns the meta written. A crash between the two leaves a pair whose checksum does not
+    match, which every loader refuses."""
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    meta = meta if meta is not None else PolicyMeta.for_actor(actor)
-    atomic_write_bytes(os.path.join(directory, ACTOR_FILE), st_save(_tensors(actor)))
+    blob = st_save(_tensors(actor))
+    meta = dataclasses.replace(meta if meta is not None else PolicyMeta.for_actor(actor),
+                               weights_sha256=_sha256(blob))
+    atomic_write_bytes(os.path.join(directory, ACTOR_FILE), blob)
     atomic_write_bytes(os.path.join(directory, META_FILE), (meta.to_json() + "\n").encode())
     return meta
 
@@ -182,6 +211,7 @@ def load_actor(directory: str | os.PathLike, device: str | torch.device = "cpu",
         raise CheckpointError(f"{meta_path}: invalid JSON: {e}") from None
     meta = PolicyMeta.from_dict(meta_dict, meta_path)
     _check_expect(meta, expect, meta_path)
+    _verify_checksum(meta, raw_weights, weights_path)
     try:
         tensors = st_load(raw_weights)
     except Exception as e:  # noqa: BLE001 -- the Rust loader raises several exception types
@@ -191,9 +221,18 @@ def load_actor(directory: str | os.PathLike, device: str | torch.device = "cpu",
 
 # ------------------------------------------------------------------ bytes (ROS topic)
 def actor_to_bytes(actor: SquashedGaussianActor, meta: Optional[PolicyMeta] = None) -> bytes:
-    """One safetensors blob with the PolicyMeta JSON inside its header metadata."""
-    meta = meta if meta is not None else PolicyMeta.for_actor(actor)
-    return st_save(_tensors(actor), metadata={_META_KEY: meta.to_json()})
+    """One safetensors blob with the PolicyMeta JSON (and the SHA-256 of the tensor data
+    section) inside its header metadata."""
+    tensors = _tensors(actor)
+    data_section = st_save(tensors)
+    data_section = data_section[8 + _header_length(data_section):]
+    meta = dataclasses.replace(meta if meta is not None else PolicyMeta.for_actor(actor),
+                               weights_sha256=_sha256(data_section))
+    return st_save(tensors, metadata={_META_KEY: meta.to_json()})
+
+
+def _header_length(blob: bytes) -> int:
+    return int.from_bytes(blob[:8], "little")
 
 
 def actor_from_bytes(data: bytes, device: str | torch.device = "cpu",
@@ -213,4 +252,5 @@ def actor_from_bytes(data: bytes, device: str | torch.device = "cpu",
         raise CheckpointError(f"{where}: invalid metadata JSON: {e}") from None
     meta = PolicyMeta.from_dict(meta_dict, where)
     _check_expect(meta, expect, where)
+    _verify_checksum(meta, memoryview(data)[8 + _header_length(data):], where)
     return _build_actor(meta, tensors, device, where), meta
