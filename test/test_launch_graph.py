@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from porl_ros import graph
+from porl_ros.core.settings import fields_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,16 +57,15 @@ def test_parameter_files_exist_and_name_only_graph_nodes(profile):
 
 
 def test_parameter_files_only_set_declared_parameters():
-    from porl_ros.nodes import exploration_controller, learner, policy_server, sim_bridge
-    declared = {"learner": learner.PARAMS, "sim_bridge": sim_bridge.PARAMS,
-                "policy_server": policy_server.PARAMS, "exploration_controller": exploration_controller.PARAMS}
+    from porl_ros.nodes.settings import NODE_SETTINGS
+
     for file_name in {f for p in graph.PROFILE_CONFIGS for f in graph.config_files(p)}:
         for key, section in yaml.safe_load((ROOT / "config" / file_name).read_text()).items():
             node = key[4:]
-            known = {p.name: p for p in declared[node]}
+            known = {info.name: info for cls in NODE_SETTINGS[node] for info in fields_of(cls)}
             for name, value in section["ros__parameters"].items():
                 assert name in known, f"{file_name}: {node} has no parameter '{name}'"
-                known[name].validate(value)  # the file's value passes the node's own check
+                known[name].coerce(value)  # the file's value passes the node's own check
 
 
 def test_graph_namespaces_bridges_and_rejects_bad_counts():
