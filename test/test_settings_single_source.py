@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import rclpy
 import torch
 from rclpy.parameter import Parameter
 
+from launch_helpers import run_launch_file
 from porl_ros import graph, runner
 from porl_ros.core.checkpoint import save_actor
 from porl_ros.core.networks import SquashedGaussianActor
@@ -73,47 +71,8 @@ def test_parameter_docs_page_is_generated_from_the_classes():
 
 
 # ---------------------------------------------------------------- launch file and runner
-class _Recorder:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context.launch_configurations[self.name]
-
-
-def _launch(monkeypatch, **arguments):
-    """The launch file against a recording stand-in of launch / launch_ros (not on PyPI)."""
-    modules = {name: types.ModuleType(name) for name in
-               ["launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros",
-                "launch_ros.actions"]}
-    modules["launch"].LaunchDescription = lambda entities: list(entities)
-    modules["launch.actions"].DeclareLaunchArgument = _Recorder
-    modules["launch.actions"].OpaqueFunction = lambda function: types.SimpleNamespace(function=function)
-    modules["launch.conditions"].IfCondition = _Recorder
-    modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    modules["launch_ros.actions"].Node = _Recorder
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    import ament_index_python.packages as packages
-    monkeypatch.setattr(packages, "get_package_share_directory", lambda package: str(ROOT))
-    spec = importlib.util.spec_from_file_location("finetune_launch", ROOT / "launch" / "finetune.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    entities = module.generate_launch_description()
-    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if isinstance(e, _Recorder)
-                and "default_value" in e.kwargs}
-    context = types.SimpleNamespace(launch_configurations={**declared, **arguments})
-    (opaque,) = [e for e in entities if hasattr(e, "function")]
-    return declared, opaque.function(context)
-
-
 def test_launch_and_runner_arguments_are_the_graphs(monkeypatch):
-    declared, _ = _launch(monkeypatch)
+    declared, _ = run_launch_file(monkeypatch)
     assert declared == {**{arg.name: arg.default_text for arg in graph.RUN_ARGUMENTS}, "rviz": "false"}
     options = {a.dest: a for a in runner.build_parser()._actions}
     for arg in graph.RUN_ARGUMENTS:
@@ -129,7 +88,7 @@ def test_launch_and_runner_arguments_are_the_graphs(monkeypatch):
 def test_launch_and_runner_start_each_node_with_the_same_overrides(monkeypatch, tmp_path):
     given = {"checkpoint": "/ckpt", "env": "metaworld/reach-v3", "seed": "3", "episode_steps": "50", "steps": "900",
              "num_bridges": "2", "timing_mode": "free_running", "bridge": "arm", "run_dir": str(tmp_path / "learner")}
-    _, launched = _launch(monkeypatch, **given)
+    _, launched = run_launch_file(monkeypatch, **given)
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if k != "run_dir"]
     args = runner.build_parser().parse_args(argv + ["--run-dir", str(tmp_path)])
     params = runner.node_parameters(args, "/ckpt", tmp_path)
@@ -219,3 +178,31 @@ def test_a_new_porl_config_field_appears_everywhere(monkeypatch):
     parser = experiment_cli.build_parser("cpu")
     assert parser.parse_args(["--trust-region", "0.2"]).trust_region == 0.2
     assert "trust_region" in field_names(*NODE_SETTINGS["learner"])
+
+
+# ---------------------------------------------------------------- documentation links
+def _slug(heading: str) -> str:
+    import re
+    return re.sub(r"[^a-z0-9_\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_no_doc_link_dangles():
+    import re
+
+    assert len((ROOT / "README.md").read_text().splitlines()) < 150
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", page.read_text()):
+            if "://" in target:
+                continue
+            path = (page.parent / target).resolve()
+            assert path.exists(), f"{page.name} links to missing {target}"
+            if anchor:
+                headings = {_slug(h) for h in re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)}
+                assert anchor in headings, f"{page.name} links to missing heading {target}#{anchor}"
+    # Pages named in code and configuration exist too.
+    sources = [*ROOT.joinpath("porl_ros").rglob("*.py"), *ROOT.joinpath("config").glob("*"),
+               *ROOT.joinpath("scripts").glob("*"), ROOT / "launch" / "finetune.launch.py"]
+    for source in sources:
+        for name in re.findall(r"docs/([\w.-]+\.md)", source.read_text(errors="replace")):
+            assert (ROOT / "docs" / name).is_file(), f"{source.name} refers to missing docs/{name}"

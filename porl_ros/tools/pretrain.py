@@ -157,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episode length (default: the environment's)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of demonstrations (episode k uses seed+k) and BC (default 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="BC batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="BC learning rate (default 1e-3)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256],
-                   help="actor hidden sizes (default 256 256)")
-    p.add_argument("--device", default="cpu", help="torch device for BC (default cpu)")
+    from porl_ros.core.bc import BCConfig
+    bc = BCConfig()
+    p.add_argument("--batch-size", type=int, default=bc.batch_size, help=f"BC batch size (default {bc.batch_size})")
+    p.add_argument("--lr", type=float, default=bc.lr, help=f"BC learning rate (default {bc.lr:g})")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(bc.hidden),
+                   help=f"actor hidden sizes (default {' '.join(map(str, bc.hidden))})")
+    p.add_argument("--device", default=bc.device, help=f"torch device for BC (default {bc.device})")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="evaluate the result on this many episodes (0: skip; default 10)")
     p.add_argument("--eval-seed", type=int, default=None,
