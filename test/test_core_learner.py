@@ -142,3 +142,14 @@ def test_starting_actor_resets_a_pretrained_log_std_and_seeds_a_fresh_one():
     fresh = starting_actor(config, spec=spec)
     again = starting_actor(config, spec=spec)
     assert fresh.hidden == (16,) and torch.equal(fresh.mean_action(obs), again.mean_action(obs))
+
+
+def test_an_early_switch_survives_a_bookkeeping_round_trip():
+    learner = _learner()
+    for step in range(3):
+        learner.add_transition(0, step, 0, np.zeros(3), np.zeros(2), 1.0, np.ones(3), False, False, False)
+    assert learner.switch_step is None and learner.end_presample() and learner.switch_step == 3
+    restored = _learner()
+    restored.agent.set_phase(learner.agent.phase)  # resume_learner restores the agent's tensors first
+    restored.load_bookkeeping_state(learner.bookkeeping_state())
+    assert restored.switch_step == 3 and restored.updates_owed() == learner.updates_owed()

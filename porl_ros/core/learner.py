@@ -268,6 +268,7 @@ class PorlLearner:
         """Everything besides agent tensors and replay needed to resume, as plain JSON data."""
         return {
             "env_steps": self.env_steps, "next_seq": list(self.next_seq), "seq_gaps": self.seq_gaps,
+            "switch_step": self.switch_step,  # the T used once fine-tuning began (end_presample may shorten it)
             "rejected": dict(self.rejected), "bridge_restarts": self.bridge_restarts,
             "policy_version": self.policy_version, "actor_updates_published": self._actor_updates_published,
             "episodes": [dataclasses.asdict(r) for r in self.episodes],
@@ -286,6 +287,8 @@ class PorlLearner:
                 raise ValueError(f"next_seq has {len(next_seq)} bridges, this learner has {self.num_sources} "
                                  f"(num_bridges must not change across resume)")
             self.env_steps = int(state["env_steps"])
+            if state.get("switch_step") is not None:
+                self.schedule = PhaseSchedule(int(state["switch_step"]))
             self.next_seq = next_seq
             self.seq_gaps = int(state["seq_gaps"])
             self.rejected = collections.Counter({str(k): int(v) for k, v in state["rejected"].items()})
