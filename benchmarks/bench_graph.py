@@ -21,17 +21,18 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from porl_ros import graph  # noqa: E402
 from porl_ros.core.checkpoint import save_actor  # noqa: E402
 from porl_ros.core.config import PorlConfig  # noqa: E402
-from porl_ros.core.exploration import EpsilonGreedy  # noqa: E402
+from porl_ros.core.exploration import ActionChooser, ExplorationConfig  # noqa: E402
 from porl_ros.core.learner import build_learner  # noqa: E402
 from porl_ros.core.networks import SquashedGaussianActor  # noqa: E402
+from porl_ros.core.rollout import EnvStepper, EpisodeSettings, fine_tuning_step, open_env  # noqa: E402
 from porl_ros.envs.registry import make_env  # noqa: E402
 
 EPISODE_STEPS = 200
@@ -57,7 +58,7 @@ def graph_rate(env_id: str, checkpoint: str, steps: int, settings: dict) -> floa
     rclpy.init(context=context)
     node = rclpy.create_node("porl_bench_status", context=context)
     samples: list[tuple[float, int]] = []
-    node.create_subscription(TrainingStatus, "/porl/status",
+    node.create_subscription(TrainingStatus, graph.STATUS_TOPIC,
                              lambda m: samples.append((time.monotonic(), m.env_steps)), STATUS_QOS)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -90,30 +91,21 @@ def graph_rate(env_id: str, checkpoint: str, steps: int, settings: dict) -> floa
 
 
 def in_process_rate(env_id: str, actor: SquashedGaussianActor, steps: int, settings: dict) -> float:
-    """The same loop with no ROS: simulator, policy, epsilon-greedy, PorlLearner."""
+    """The same loop with no ROS: the core's fine_tuning_step (chooser, env stepper, PorlLearner)."""
     torch.set_num_threads(1)
     config = PorlConfig(n_critics=settings["n_critics"], critic_hidden=tuple(settings["critic_hidden"]),
                         batch_size=settings["batch_size"], utd_ratio=settings["utd_ratio"],
                         learning_starts=settings["learning_starts"], presample_steps=0, device="cpu")
     learner = build_learner(actor, config, replay_capacity=steps + 1)
-    env = make_env(env_id, max_episode_steps=EPISODE_STEPS)
-    greedy = EpsilonGreedy(env.spec.action_low, env.spec.action_high, seed=0)
-    obs = env.reset(seed=0)
-    episode = 0
+    stepper = EnvStepper(open_env(env_id, EpisodeSettings(max_episode_steps=EPISODE_STEPS), 0), 0)
+    chooser = ActionChooser(ExplorationConfig(finetune_epsilon=0.1), stepper.spec.action_low, stepper.spec.action_high, seed=0)
+    policy = lambda obs, deterministic: learner.agent.actor.act(obs, deterministic=deterministic)  # noqa: E731
     started = None
     for step in range(steps):
         if step == int(steps * 0.2):
             started = time.monotonic()
-        action, _ = greedy(learner.agent.actor.act(obs, deterministic=False), 0.1)
-        result = env.step(action)
-        learner.add_transition(0, step, episode, obs, action, result.reward, result.observation,
-                               result.terminated, result.truncated, result.success)
-        learner.train()
-        obs = result.observation
-        if result.terminated or result.truncated:
-            episode += 1
-            obs = env.reset(seed=episode)
-    env.close()
+        fine_tuning_step(learner, chooser, stepper, policy)
+    stepper.close()
     return (steps - int(steps * 0.2)) / (time.monotonic() - started)
 
 

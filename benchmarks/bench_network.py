@@ -41,7 +41,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 import rclpy  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 
-from porl_ros import runner  # noqa: E402
+from porl_ros.nodes.settings import resolve  # noqa: E402
 from porl_ros.core.checkpoint import actor_to_bytes, save_actor  # noqa: E402
 from porl_ros.core.networks import SquashedGaussianActor  # noqa: E402
 from porl_ros.envs.registry import make_env  # noqa: E402
@@ -112,6 +112,7 @@ def observed_rates(checkpoint: str, env_id: str, steps: int, presample: int, wor
     if result.returncode != 0:
         raise SystemExit(f"porl-ros run failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     summary = json.loads((run_dir / "learner" / "learner_summary.json").read_text())
+    learner_settings = resolve("learner", "cpu")[1]
     # Version 0 is the latched initial actor (sent once per run); later versions are the broadcasts.
     broadcasts = int(summary["policy_version"])
     return {"env_steps": int(summary["env_steps"]), "presample_steps": presample,
@@ -119,8 +120,8 @@ def observed_rates(checkpoint: str, env_id: str, steps: int, presample: int, wor
             "weights_per_env_step": broadcasts / summary["env_steps"],
             "weights_per_finetune_step": broadcasts / max(1, summary["env_steps"] - presample),
             "run_seconds": round(seconds, 1), "env_steps_per_second": summary.get("env_steps_per_second"),
-            "weights_every_env_steps": runner.learner_setting("cpu", {}, "weights_every_env_steps"),
-            "max_weights_rate_hz": runner.learner_setting("cpu", {}, "max_weights_rate_hz")}
+            "weights_every_env_steps": learner_settings.weights_every_env_steps,
+            "max_weights_rate_hz": learner_settings.max_weights_rate_hz}
 
 
 def weight_latency(checkpoint: str, actor: SquashedGaussianActor, broadcasts: int, work: Path) -> dict:

@@ -1,20 +1,49 @@
-"""The one description of the fine-tuning graph: which nodes, their executables, names,
-namespaces and parameter files. `launch/finetune.launch.py` (for a ROS 2 install) and
-`porl-ros run` (this project's own runner) are both built from it, so they cannot
-drift apart. No rclpy import here: the launch file and the tests read it as plain data.
+"""The one description of the fine-tuning graph: node names, executables and classes,
+namespaces, parameter files, topic names, the run's arguments and which node parameters
+each one sets. `launch/finetune.launch.py` (for a ROS 2 install) and `porl-ros run` (this
+project's own runner) are both built from it, so they cannot drift apart. No rclpy or torch
+import here: the launch file and the tests read it as plain data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "porl_ros"
-TOPIC_PREFIX = "/porl"
 
-# Parameter files, applied in this order (later ones override earlier ones).
-BASE_CONFIG = "finetune.yaml"
-PROFILE_CONFIGS = {"cpu": "profile_cpu.yaml", "gpu": "profile_gpu.yaml"}
+# Node names: also their sections in the parameter files and their executables.
+LEARNER, POLICY_SERVER, CONTROLLER = "learner", "policy_server", "exploration_controller"
+SIM_BRIDGE, ARM_BRIDGE, SIM_HARDWARE = "sim_bridge", "arm_bridge", "sim_hardware"
+# name -> (module whose main() runs it, its rclpy Node class)
+NODE_CLASSES = {
+    LEARNER: ("porl_ros.nodes.learner", "LearnerNode"),
+    POLICY_SERVER: ("porl_ros.nodes.policy_server", "PolicyServer"),
+    CONTROLLER: ("porl_ros.nodes.exploration_controller", "ExplorationController"),
+    SIM_BRIDGE: ("porl_ros.nodes.sim_bridge", "SimBridge"),
+    ARM_BRIDGE: ("porl_ros.nodes.arm_bridge", "ArmBridge"),
+    SIM_HARDWARE: ("porl_ros.nodes.sim_hardware", "SimHardware"),  # the arm tests' stand-in robot
+}
+BRIDGES = {"sim": SIM_BRIDGE, "arm": ARM_BRIDGE}  # bridge kind -> node
+BRIDGE_NODES = frozenset(BRIDGES.values())
+
+# Timing modes (learner and bridges must agree): lockstep waits for each transition's ack.
+LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
+TIMING_MODES = (LOCKSTEP, FREE_RUNNING)
+DEFAULT_ENV_ID = "metaworld/push-v3"
+
+# Topics and the service (defaults of the nodes' name parameters). Relative names resolve in a
+# bridge's namespace (bridge_<i>/porl/...); absolute ones are shared by every bridge.
+OBSERVATION_TOPIC, ACTION_TOPIC, GET_ACTION_SERVICE = "porl/observation", "porl/action", "porl/get_action"
+TRANSITION_TOPIC, ACK_TOPIC = "/porl/transition", "/porl/transition_ack"
+WEIGHTS_TOPIC, STATUS_TOPIC, MARKERS_TOPIC = "/porl/policy_weights", "/porl/status", "/porl/markers"
+
+# Parameter files in config/: a profile's file, then the bridge kind's. They hold overrides only:
+# every default lives in the settings classes (porl_ros/nodes/settings.py). gpu: the defaults.
+PROFILE_CONFIGS = {"cpu": "profile_cpu.yaml", "gpu": None}
+BRIDGE_CONFIGS = {"sim": None, "arm": "arm.yaml"}
+ROLES = ("all", "learner", "robot")
 
 
 @dataclass(frozen=True)
@@ -24,15 +53,15 @@ class NodeSpec:
     name: str  # ROS node name; also its section in the parameter files
     executable: str  # console entry point (`ros2 run porl_ros <executable>`)
     module: str  # Python module whose main() runs the node
+    node_class: str  # its rclpy Node subclass in `module` (all nodes in one process)
     namespace: str = ""
     # Parameters set by the graph itself (on top of the parameter files).
     parameters: dict = field(default_factory=dict)
 
 
-# The bridge kinds: node name (= parameter-file section, executable) and module.
-BRIDGES = {"sim": ("sim_bridge", "porl_ros.nodes.sim_bridge"), "arm": ("arm_bridge", "porl_ros.nodes.arm_bridge")}
-# Extra parameter file of a bridge kind (applied after the base and profile files).
-BRIDGE_CONFIGS = {"sim": None, "arm": "arm.yaml"}
+def node_spec(name: str, namespace: str = "", parameters: dict | None = None) -> NodeSpec:
+    module, node_class = NODE_CLASSES[name]
+    return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}))
 
 
 def finetune_graph(num_bridges: int = 1, bridge: str = "sim") -> list[NodeSpec]:
@@ -43,19 +72,89 @@ def finetune_graph(num_bridges: int = 1, bridge: str = "sim") -> list[NodeSpec]:
         raise ValueError(f"num_bridges must be >= 1, got {num_bridges}")
     if bridge not in BRIDGES:
         raise ValueError(f"unknown bridge '{bridge}'; choose one of {sorted(BRIDGES)}")
-    bridge_name, bridge_module = BRIDGES[bridge]
-    nodes = [NodeSpec("learner", "learner", "porl_ros.nodes.learner",
-                      parameters={"num_bridges": num_bridges})]
+    nodes = [node_spec(LEARNER, parameters={"num_bridges": num_bridges})]
     for index in range(num_bridges):
         namespace = f"bridge_{index}" if num_bridges > 1 else ""
-        per_bridge = {"bridge_id": index}
-        nodes += [
-            NodeSpec("policy_server", "policy_server", "porl_ros.nodes.policy_server", namespace),
-            NodeSpec("exploration_controller", "exploration_controller",
-                     "porl_ros.nodes.exploration_controller", namespace, dict(per_bridge)),
-            NodeSpec(bridge_name, bridge_name, bridge_module, namespace, dict(per_bridge)),
-        ]
+        nodes += [node_spec(POLICY_SERVER, namespace),
+                  node_spec(CONTROLLER, namespace, {"bridge_id": index}),
+                  node_spec(BRIDGES[bridge], namespace, {"bridge_id": index})]
     return nodes
+
+
+# ---------------------------------------------------------------------------- run arguments
+@dataclass(frozen=True)
+class RunArgument:
+    """An argument of a run: `name:=value` of the launch file, `--name` of `porl-ros run`."""
+
+    name: str
+    help: str
+    type: type = str
+    default: Any = None  # None: not passed on, the nodes' own defaults (and the profile) apply
+    sets: tuple[str, ...] = ()  # the "node.parameter"s it sets; none: it shapes the graph
+    choices: tuple = ()
+    runner_option: bool = True  # False: `porl-ros run` derives it (run_dir from its own --run-dir)
+
+    def parse(self, text: str) -> Any:
+        """A launch argument's text as a value ('' is the unset None)."""
+        if text == "" and self.default is None:
+            return None
+        if self.type is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"{self.name}: expected true or false, got {text!r}")
+            return text.lower() == "true"
+        return self.type(text)
+
+    @property
+    def default_text(self) -> str:
+        return "" if self.default is None else str(self.default).lower() if self.type is bool else str(self.default)
+
+
+_EVERY_NODE = (LEARNER, POLICY_SERVER, CONTROLLER, SIM_BRIDGE, ARM_BRIDGE)
+_BRIDGE_NODES = (SIM_BRIDGE, ARM_BRIDGE)
+
+RUN_ARGUMENTS = (
+    RunArgument("checkpoint", "pre-trained actor directory (actor.safetensors + meta.json)", str, "",
+                tuple(f"{n}.checkpoint" for n in _EVERY_NODE)),
+    RunArgument("env", "environment id of the sim bridge (and of the learner's sizes)", str, DEFAULT_ENV_ID,
+                (f"{LEARNER}.env_id", f"{SIM_BRIDGE}.env_id")),
+    RunArgument("timing_mode", "lockstep (simulators) or free_running (real robots)", str, LOCKSTEP,
+                (f"{LEARNER}.timing_mode",) + tuple(f"{n}.timing_mode" for n in _BRIDGE_NODES), TIMING_MODES),
+    RunArgument("seed", "seed of the run (each bridge's nodes get seed + bridge_id * 100000)", int, 0,
+                tuple(f"{n}.seed" for n in _EVERY_NODE)),
+    RunArgument("episode_steps", "episode length (default: the bridge's max_episode_steps)", int, None,
+                tuple(f"{n}.max_episode_steps" for n in _BRIDGE_NODES)),
+    RunArgument("steps", "total env steps (default: the profile's learner total_env_steps)", int, None,
+                (f"{LEARNER}.total_env_steps",)),
+    RunArgument("presample_steps", "T, pre-sample env steps (default: the profile's)", int, None,
+                (f"{LEARNER}.presample_steps",)),
+    RunArgument("run_dir", "learner output directory", str, None, (f"{LEARNER}.run_dir",), runner_option=False),
+    RunArgument("resume", "continue the learner's run in its run dir from the last checkpoint + transition log",
+                bool, False, (f"{LEARNER}.resume",)),
+    RunArgument("profile", "learner sizing: cpu (a 2-core CPU) or gpu (the defaults: the paper's sizes)",
+                str, "cpu", choices=tuple(sorted(PROFILE_CONFIGS))),
+    RunArgument("num_bridges", "bridges feeding the one learner", int, 1),
+    RunArgument("bridge", "sim (embedded simulator / RLBench) or arm (a real arm's ROS 2 drivers)", str, "sim",
+                choices=tuple(sorted(BRIDGES))),
+    RunArgument("arm_config", "parameter file of the arm bridge (default: the package's config/arm.yaml)", str, ""),
+    RunArgument("role", "nodes this machine runs: all, learner, or robot (bridge + exploration controller + "
+                "policy server per bridge)", str, "all", choices=ROLES),
+    RunArgument("bridge_ids", "with role robot: only these bridges, e.g. '0,1' (default: all)", str, ""),
+)
+RUN_ARGUMENT = {arg.name: arg for arg in RUN_ARGUMENTS}
+
+
+def run_parameters(values: dict[str, Any]) -> dict[str, dict]:
+    """Per node name, the parameters the run's arguments set (`values` by argument name; a
+    missing one takes its default, and None sets nothing)."""
+    out: dict[str, dict] = {name: {} for name in NODE_CLASSES}
+    for arg in RUN_ARGUMENTS:
+        value = values.get(arg.name, arg.default)
+        if value is None:
+            continue
+        for target in arg.sets:
+            node, parameter = target.split(".")
+            out[node][parameter] = value
+    return out
 
 
 # Per-bridge seeds are seed + bridge_id * stride, so bridges never replay one another's
@@ -72,9 +171,6 @@ def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:
     return merged
 
 
-ROLES = ("all", "learner", "robot")
-
-
 def nodes_for_role(nodes: list[NodeSpec], role: str, bridge_ids: str = "") -> list[NodeSpec]:
     """The part of the graph one machine runs: 'all', the 'learner' alone, or the 'robot' side
     (per bridge: bridge, exploration controller, policy server), optionally only `bridge_ids`
@@ -84,8 +180,8 @@ def nodes_for_role(nodes: list[NodeSpec], role: str, bridge_ids: str = "") -> li
     if role == "all":
         return nodes
     if role == "learner":
-        return [spec for spec in nodes if spec.name == "learner"]
-    robot = [spec for spec in nodes if spec.name != "learner"]
+        return [spec for spec in nodes if spec.name == LEARNER]
+    robot = [spec for spec in nodes if spec.name != LEARNER]
     if not bridge_ids:
         return robot
     try:
@@ -105,7 +201,16 @@ def config_files(profile: str) -> list[str]:
     """The parameter files (names inside config/) for a profile, in the order applied."""
     if profile not in PROFILE_CONFIGS:
         raise ValueError(f"unknown profile '{profile}'; choose one of {sorted(PROFILE_CONFIGS)}")
-    return [BASE_CONFIG, PROFILE_CONFIGS[profile]]
+    return [name for name in (PROFILE_CONFIGS[profile],) if name]
+
+
+def node_config_files(spec_name: str, profile: str, config_dir: Path | str, arm_config: str = "") -> list[str]:
+    """Paths of the parameter files one node is started with: the profile's, then (arm bridge)
+    the arm's (`arm_config`, default config/arm.yaml)."""
+    files = [str(Path(config_dir) / name) for name in config_files(profile)]
+    if spec_name == ARM_BRIDGE:
+        files.append(arm_config or str(Path(config_dir) / BRIDGE_CONFIGS["arm"]))
+    return files
 
 
 def source_config_dir() -> Path:

@@ -23,39 +23,20 @@ from typing import Optional
 
 from porl_ros import graph
 
-LEARNER = "learner"
-BRIDGE_NODE_NAMES = {name for name, _ in graph.BRIDGES.values()}
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="porl-ros run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="metaworld/push-v3", help="environment id (default metaworld/push-v3)")
-    p.add_argument("--checkpoint", default="", help="pre-trained actor to fine-tune; empty: pre-train one "
-                   "by behaviour cloning first")
-    p.add_argument("--profile", default="cpu", choices=sorted(graph.PROFILE_CONFIGS),
-                   help="learner sizing: 'cpu' (fits ~15 min on 2 cores) or 'gpu' (the paper's defaults)")
-    p.add_argument("--steps", type=int, default=None, help="total env steps (default: the profile's)")
-    p.add_argument("--presample-steps", type=int, default=None, help="T, pre-sample env steps (default: profile's)")
-    p.add_argument("--timing-mode", default="lockstep", choices=["lockstep", "free_running"])
-    p.add_argument("--num-bridges", type=int, default=1, help="bridges feeding the learner (default 1)")
-    p.add_argument("--role", default="all", choices=graph.ROLES,
-                   help="which nodes this machine runs: 'all' (default), 'learner' (the learner alone) or "
-                   "'robot' (bridge + exploration controller + policy server per bridge); learner and robot "
-                   "hosts need the same --domain-id, --num-bridges and --timing-mode (docs/multi_host.md)")
-    p.add_argument("--bridge-ids", default="", help="--role robot: the bridge ids this machine runs, e.g. '1' "
-                   "or '0,1' (default: all of 0..num_bridges-1)")
-    p.add_argument("--bridge", default="sim", choices=sorted(graph.BRIDGES),
-                   help="'sim' (embedded simulator) or 'arm' (a real arm through its ROS 2 drivers; needs "
-                   "--checkpoint and --eval-episodes 0; use --timing-mode free_running)")
-    p.add_argument("--arm-config", default=str(graph.source_config_dir() / "arm.yaml"),
-                   help="--bridge arm: the arm's parameter file (joints, limits, topics, reward)")
-    p.add_argument("--episode-steps", type=int, default=200, help="episode length (default 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", default="", help="output directory (default runs/<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last learner "
-                   "checkpoint + transition log (same phase, counters, replay); without it an existing "
-                   "run dir with learner state is refused")
+    for arg in graph.RUN_ARGUMENTS:  # the same arguments as the launch file
+        if not arg.runner_option:
+            continue
+        option = "--" + arg.name.replace("_", "-")
+        if arg.type is bool:
+            p.add_argument(option, action="store_true", help=arg.help)
+        else:
+            p.add_argument(option, type=arg.type, default=arg.default, choices=arg.choices or None, help=arg.help)
+    p.add_argument("--run-dir", default="", help="output directory (default runs/<time>); the learner's is "
+                   "<run dir>/learner")
     p.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes before and after "
                    "(0: skip)")
     p.add_argument("--single-process", action="store_true", help="all nodes in this process instead of "
@@ -63,38 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NODE:NAME:=VALUE",
                    help="extra ROS parameter for one node, e.g. learner:utd_ratio:=8 (repeatable)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one "
-                   "in 10..99, so runs on one machine never see each other)")
-    p.add_argument("--pretrain-demos", type=int, default=10)
-    p.add_argument("--pretrain-bc-steps", type=int, default=1000)
+                   "in 10..99, so runs on one machine never see each other); learner and robot hosts need the "
+                   "same --domain-id, --num-bridges and --timing-mode (docs/multi_host.md)")
+    from porl_ros.tools.pretrain import PretrainSettings
+    defaults = PretrainSettings()
+    p.add_argument("--pretrain-demos", type=int, default=defaults.demos, help="without --checkpoint: BC "
+                   "demonstrations (the other BC settings: porl-ros pretrain's defaults)")
+    p.add_argument("--pretrain-bc-steps", type=int, default=defaults.bc_steps, help="without --checkpoint: BC steps")
     return p
 
 
 def node_parameters(args: argparse.Namespace, checkpoint: str, run_dir: Path) -> dict[str, dict]:
-    """Per-node parameters the run sets on top of the parameter files."""
-    common = {"checkpoint": checkpoint}
-    per_node = {
-        "learner": {"run_dir": str(run_dir / "learner"), "timing_mode": args.timing_mode, "env_id": args.env,
-                    "seed": args.seed, "resume": bool(getattr(args, "resume", False))},
-        "sim_bridge": {"env_id": args.env, "timing_mode": args.timing_mode, "max_episode_steps": args.episode_steps,
-                       "seed": args.seed},
-        "arm_bridge": {"timing_mode": args.timing_mode, "max_episode_steps": args.episode_steps},
-        "exploration_controller": {"seed": args.seed},
-        "policy_server": {"seed": args.seed},
-    }
-    if args.steps is not None:
-        per_node["learner"]["total_env_steps"] = args.steps
-    if args.presample_steps is not None:
-        per_node["learner"]["presample_steps"] = args.presample_steps
+    """Per-node parameters the run sets on top of the parameter files (checked against each
+    node's settings, so a typo in --param fails here, before anything starts)."""
+    from porl_ros.nodes.settings import NODE_SETTINGS, resolve
+
+    values = {arg.name: getattr(args, arg.name) for arg in graph.RUN_ARGUMENTS if arg.runner_option}
+    per_node = graph.run_parameters({**values, "checkpoint": checkpoint, "run_dir": str(run_dir / graph.LEARNER)})
     for item in args.param:
         try:
             node, rest = item.split(":", 1)
             name, value = rest.split(":=", 1)
         except ValueError:
             raise SystemExit(f"--param {item!r}: expected NODE:NAME:=VALUE, e.g. learner:utd_ratio:=8") from None
-        if node not in per_node:
-            raise SystemExit(f"--param {item!r}: unknown node '{node}'; nodes: {sorted(per_node)}")
+        if node not in NODE_SETTINGS:
+            raise SystemExit(f"--param {item!r}: unknown node '{node}'; nodes: {sorted(NODE_SETTINGS)}")
         per_node[node][name] = _yaml_value(value)
-    return {node: {**common, **values} for node, values in per_node.items()}
+    for node, params in per_node.items():
+        try:
+            resolve(node, args.profile, params)
+        except ValueError as e:
+            raise SystemExit(f"[porl] {node}: {e}") from None
+    return per_node
 
 
 def _yaml_value(text: str):
@@ -102,15 +83,12 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def ros_args(spec: graph.NodeSpec, config_dir: Path, profile: str, params: dict,
-             extra_files: tuple[str, ...] = ()) -> list[str]:
+def ros_args(spec: graph.NodeSpec, files: list[str], params: dict) -> list[str]:
     """The --ros-args of one node: its name, namespace, parameter files and overrides."""
     out = ["--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         out += ["-r", f"__ns:=/{spec.namespace}"]
-    for name in graph.config_files(profile):
-        out += ["--params-file", str(config_dir / name)]
-    for path in extra_files:
+    for path in files:
         out += ["--params-file", str(path)]
     for key, value in graph.node_parameters(spec, params).items():
         out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
@@ -122,10 +100,13 @@ class ProgressPrinter:
 
     def __init__(self, total_steps: Optional[int]) -> None:
         import rclpy
+
+        from porl_ros.core.phases import DONE
         from porl_ros.nodes.qos import STATUS_QOS
         from porl_ros_interfaces.msg import TrainingStatus
 
         self.total = total_steps
+        self.done_phase = DONE
         self.latest = None
         self.tty = sys.stdout.isatty()
         self.last_print = 0.0
@@ -133,7 +114,7 @@ class ProgressPrinter:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         self.node = rclpy.create_node("porl_runner_progress", context=self.context)
-        self.node.create_subscription(TrainingStatus, "/porl/status", self._on_status, STATUS_QOS)
+        self.node.create_subscription(TrainingStatus, graph.STATUS_TOPIC, self._on_status, STATUS_QOS)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -147,9 +128,9 @@ class ProgressPrinter:
     def _on_status(self, msg) -> None:
         self.latest = msg
         now = time.monotonic()
-        if self.latest_printed_done or (not self.tty and now - self.last_print < 10.0 and msg.phase != "done"):
+        if self.latest_printed_done or (not self.tty and now - self.last_print < 10.0 and msg.phase != self.done_phase):
             return  # in a log file: one line every 10 s, not a carriage-return stream
-        self.latest_printed_done = msg.phase == "done"
+        self.latest_printed_done = msg.phase == self.done_phase
         self.last_print = now
         total = f"/{self.total}" if self.total else ""
         line = (f"\r[porl] {msg.phase:<9} steps {msg.env_steps}{total}  updates {msg.gradient_updates} "
@@ -165,21 +146,6 @@ class ProgressPrinter:
         self.node.destroy_node()
         self.context.try_shutdown()
         sys.stdout.write("\n")
-
-
-def learner_setting(profile: str, learner_params: dict, name: str):
-    """The value a learner parameter takes in this run: an override, else the parameter files'."""
-    import yaml
-
-    if name in learner_params:
-        return learner_params[name]
-    value = None
-    for file_name in graph.config_files(profile):  # later files override earlier ones
-        data = yaml.safe_load((graph.source_config_dir() / file_name).read_text()) or {}
-        for key, section in data.items():
-            if key.rsplit("/", 1)[-1] == LEARNER and name in (section or {}).get("ros__parameters", {}):
-                value = section["ros__parameters"][name]
-    return value
 
 
 def write_run_report(run_dir: Path) -> None:
@@ -227,26 +193,25 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     procs: dict[str, subprocess.Popen] = {}
     for spec in nodes:
         label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
-        extra = (args.arm_config,) if spec.name == "arm_bridge" else ()
-        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, config_dir, args.profile, node_params[spec.name],
-                                                             extra)
+        files = graph.node_config_files(spec.name, args.profile, config_dir, args.arm_config)
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, node_params[spec.name])
         node_env = dict(env)
-        if spec.name != LEARNER:
+        if spec.name != graph.LEARNER:
             node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
         with open(logs / f"{label}.log", "w") as log:
             procs[label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=node_env,
                                             start_new_session=True)
     # Robot role: no learner here; the bridges stop when the learner reports the run done.
-    bridge_labels = [label for label, spec in zip(procs, nodes) if spec.name in BRIDGE_NODE_NAMES]
+    bridge_labels = [label for label, spec in zip(procs, nodes) if spec.name in graph.BRIDGE_NODES]
     code = 0
     try:
         while True:
-            if LEARNER in procs:
-                learner_code = procs[LEARNER].poll()
+            if graph.LEARNER in procs:
+                learner_code = procs[graph.LEARNER].poll()
                 if learner_code is not None:
                     code = learner_code
                     if code != 0:
-                        _report_failed_node(LEARNER, code, logs)
+                        _report_failed_node(graph.LEARNER, code, logs)
                     break
             elif all(procs[label].poll() == 0 for label in bridge_labels):
                 break
@@ -292,30 +257,24 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
 
     from porl_ros.nodes.params import ParameterError
 
-    config_dir = graph.source_config_dir()
-    ros_argv = ["--ros-args"]
-    for name in graph.config_files(args.profile):
-        ros_argv += ["--params-file", str(config_dir / name)]
-    if getattr(args, "bridge", "sim") == "arm":
-        ros_argv += ["--params-file", str(args.arm_config)]
+    files = dict.fromkeys(path for spec in nodes for path in graph.node_config_files(
+        spec.name, args.profile, graph.source_config_dir(), args.arm_config))  # each file once, in order
+    ros_argv = ["--ros-args"] + [item for path in files for item in ("--params-file", path)]
     context = rclpy.Context()
     rclpy.init(args=ros_argv, context=context)
-    classes = {"learner": "LearnerNode", "sim_bridge": "SimBridge", "arm_bridge": "ArmBridge",
-               "policy_server": "PolicyServer",
-               "exploration_controller": "ExplorationController"}
     created = []
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=6, context=context)
     code = 0
     try:
         for spec in nodes:
-            cls = getattr(importlib.import_module(spec.module), classes[spec.name])
+            cls = getattr(importlib.import_module(spec.module), spec.node_class)
             overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, node_params[spec.name]).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)
             executor.add_node(node)
         # The learner's end ends the run; without one here (robot role), the bridges' ends.
-        watched = [n for n in created if n.get_name() == LEARNER] or [
-            n for n, spec in zip(created, nodes) if spec.name in BRIDGE_NODE_NAMES]
+        watched = [n for n in created if n.get_name() == graph.LEARNER] or [
+            n for n, spec in zip(created, nodes) if spec.name in graph.BRIDGE_NODES]
         while rclpy.ok(context=context) and not all(n.finished for n in watched):
             executor.spin_once(timeout_sec=0.1)
     except ParameterError as e:
@@ -359,6 +318,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f"pass --resume to continue it, or choose another --run-dir")
     if args.resume and not args.checkpoint and (run_dir / "pretrained").is_dir():
         args.checkpoint = str(run_dir / "pretrained")  # the resumed run's own pre-trained actor
+    from porl_ros.nodes.settings import resolve
+    if args.episode_steps is None:  # evaluations and demonstrations use the bridge's episode length
+        args.episode_steps = resolve(graph.SIM_BRIDGE, args.profile)[0].max_episode_steps
+    node_parameters(args, args.checkpoint, run_dir)  # a bad --param fails here, before any pre-training
     checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
     before = None
     if args.eval_episodes:
@@ -372,10 +335,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as e:
         raise SystemExit(f"[porl] --role/--bridge-ids: {e}") from None
     params = node_parameters(args, checkpoint, run_dir)
+    learner_config, learner_settings = resolve(graph.LEARNER, args.profile, params[graph.LEARNER])
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
           f"profile {args.profile}; logs in {run_dir / 'logs'}")
-    progress = ProgressPrinter(args.steps)
+    progress = ProgressPrinter(learner_settings.total_env_steps)
     interrupted = False
     try:
         if args.single_process:
@@ -395,11 +359,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[porl] the learner reported the run done; robot nodes stopped; logs in {run_dir / 'logs'}")
         return 0
 
-    final = run_dir / "learner" / "final_actor"
+    final = run_dir / graph.LEARNER / "final_actor"
     summary = {"env": args.env, "checkpoint": checkpoint, "final_actor": str(final), "profile": args.profile,
                "timing_mode": args.timing_mode, "seconds": round(time.monotonic() - started, 1),
-               "presample_steps": learner_setting(args.profile, params[LEARNER], "presample_steps"),
-               "total_env_steps": learner_setting(args.profile, params[LEARNER], "total_env_steps")}
+               "presample_steps": learner_config.presample_steps,
+               "total_env_steps": learner_settings.total_env_steps}
     learner_summary = run_dir / "learner" / "learner_summary.json"
     if learner_summary.is_file():
         summary["learner"] = json.loads(learner_summary.read_text())

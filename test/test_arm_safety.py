@@ -121,12 +121,13 @@ def test_arm_config_sets_only_declared_parameters_and_graph_names_the_arm_bridge
     import yaml
 
     from porl_ros import graph
-    from porl_ros.nodes import arm_bridge, sim_hardware
+    from porl_ros.core.settings import field_names
+    from porl_ros.nodes.settings import NODE_SETTINGS
 
     data = yaml.safe_load((Path(graph.source_config_dir()) / "arm.yaml").read_text())
-    declared = {"arm_bridge": arm_bridge.PARAMS, "sim_hardware": sim_hardware.PARAMS}
+    declared = {name: NODE_SETTINGS[name] for name in ("arm_bridge", "sim_hardware")}
     for key, section in data.items():
-        names = {p.name for p in declared[key.split("/")[-1]]}
+        names = set(field_names(*declared[key.split("/")[-1]]))
         assert set(section["ros__parameters"]) <= names, set(section["ros__parameters"]) - names
     nodes = {spec.name: spec for spec in graph.finetune_graph(2, bridge="arm")}
     assert "arm_bridge" in nodes and "sim_bridge" not in nodes

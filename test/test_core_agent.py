@@ -212,7 +212,8 @@ def test_state_tensors_round_trip_resumes_exactly():
     ("tau", 0.0), ("tau", 1.5), ("utd_ratio", 0), ("batch_size", 0), ("actor_update_every", 0),
     ("critic_lr", 0.0), ("actor_lr", float("nan")), ("init_alpha", -1.0), ("critic_hidden", ()),
     ("actor_hidden", (64, 0)), ("presample_steps", -1), ("device", "tpu"), ("seed", -1),
-    ("presample_epsilon", 1.5), ("target_entropy", float("inf")), ("learning_starts", 0),
+    ("target_entropy", float("inf")), ("learning_starts", 0), ("reward_scale", 0.0),
+    ("actor_log_std_init", 3.0), ("presample_utd_ratio", 0),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

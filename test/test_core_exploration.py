@@ -80,3 +80,41 @@ def test_phase_schedule():
     assert PhaseSchedule(0).phase(0) == "finetune"
     with pytest.raises(ValueError, match="presample_steps"):
         PhaseSchedule(-1)
+
+
+def test_exploration_config_names_bad_fields_and_builds_constant_schedules():
+    from porl_ros.core.exploration import ExplorationConfig
+
+    for field, value in (("presample_epsilon", 1.5), ("finetune_epsilon_end", -0.1),
+                         ("presample_policy_action", "greedy"), ("finetune_epsilon_decay_steps", -1)):
+        with pytest.raises(ValueError, match=field):
+            ExplorationConfig(**{field: value})
+    # An unset end keeps the start constant (setting presample_epsilon alone is enough).
+    staged = ExplorationConfig(presample_epsilon=0.5).schedules()
+    assert staged.value("presample", 0) == staged.value("presample", 10**6) == 0.5
+    decaying = ExplorationConfig(finetune_epsilon=0.2, finetune_epsilon_end=0.0, finetune_epsilon_decay_steps=10)
+    assert math.isclose(decaying.schedules().value("finetune", 5), 0.1)
+
+
+def test_action_chooser_is_the_policy_action_then_epsilon_greedy_per_stage():
+    from porl_ros.core.exploration import ActionChooser, ExplorationConfig
+
+    config = ExplorationConfig(presample_epsilon=0.4, finetune_epsilon=0.1, finetune_epsilon_end=0.0,
+                               finetune_epsilon_decay_steps=50)
+    chooser = ActionChooser(config, LOW, HIGH, seed=3)
+    reference = EpsilonGreedy(LOW, HIGH, seed=3)
+    asked = []
+
+    def policy(obs, deterministic):
+        asked.append(deterministic)
+        return np.full(3, 0.5, dtype=np.float32)
+
+    for i, phase in enumerate(["presample"] * 30 + ["finetune"] * 30):
+        step = i if phase == "presample" else i - 30
+        expected = reference(np.full(3, 0.5, dtype=np.float32), config.schedules().value(phase, step))
+        action, explored = chooser.choose(phase, np.zeros(4), policy)
+        np.testing.assert_array_equal(action, expected[0])
+        assert explored == expected[1]
+    assert asked == [True] * 30 + [False] * 30  # mean in pre-sample, a sample in fine-tune
+    assert chooser.steps_in_phase == {"presample": 30, "finetune": 30} and chooser.actions == 60
+    assert math.isclose(chooser.current_epsilon("finetune"), 0.1 * (1 - 30 / 50))

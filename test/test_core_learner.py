@@ -21,10 +21,10 @@ class ConstantCritic(torch.nn.Module):
         return torch.full((self.members, obs.shape[0]), self.value)
 
 
-def _learner(gamma: float = 0.5):
+def _learner(gamma: float = 0.5, reward_scale: float = 1.0):
     actor = SquashedGaussianActor(3, 2, (8,), -np.ones(2), np.ones(2))
     config = PorlConfig(n_critics=2, critic_hidden=(8,), batch_size=4, gamma=gamma, presample_steps=10,
-                        device="cpu")
+                        device="cpu", reward_scale=reward_scale)
     return build_learner(actor, config, replay_capacity=100)
 
 
@@ -84,3 +84,72 @@ def test_presample_utd_ratio_and_an_early_switch():
                            False, False, False)
     learner.train()
     assert learner.agent.critic_updates == 15 + 2 and learner.agent.actor_updates == 2
+
+
+def test_rewards_are_scaled_where_they_are_stored():
+    """reward_scale applies to what the critic learns from (replay, Q calibration), not to the
+    episode's own return, and the transition log keeps the rewards as received."""
+    learner = _learner(gamma=0.5, reward_scale=0.1)
+    learner.agent.critic = ConstantCritic(0.3)
+    for step, reward in enumerate([1.0, 2.0, 4.0]):
+        record = learner.add_transition(0, step, 0, np.zeros(3), np.zeros(2), reward, np.ones(3),
+                                        terminated=step == 2, truncated=False, success=False)
+    np.testing.assert_allclose(learner.replay.column("reward")[:3], [0.1, 0.2, 0.4], rtol=1e-6)
+    assert record.episode_return == 7.0
+    # Scaled returns to go with gamma 0.5: [0.3, 0.4, 0.4].
+    assert np.isclose(record.q_calibration_gap, 0.3 - np.mean([0.3, 0.4, 0.4]))
+
+
+def test_updates_owed_is_what_lockstep_training_does_per_step():
+    """The free-running budget and lockstep's per-step training are one rule, across the switch."""
+    actor = SquashedGaussianActor(3, 2, (8,), -np.ones(2), np.ones(2))
+    config = PorlConfig(n_critics=2, critic_hidden=(8,), batch_size=4, learning_starts=3, utd_ratio=2,
+                        presample_utd_ratio=3, presample_steps=6, device="cpu")
+    learner = build_learner(actor, config, replay_capacity=100)
+    rng = np.random.default_rng(0)
+    for step in range(10):
+        learner.add_transition(0, step, 0, rng.normal(size=3), rng.uniform(-1, 1, 2), 1.0, rng.normal(size=3),
+                               False, False, False)
+        learner.train()
+        assert learner.agent.critic_updates == learner.updates_owed(), step
+        assert not learner.update_due() and learner.train_one_update() == {}
+    # steps 3..5 in pre-sample (3 each), 6..10 in fine-tune (2 each)
+    assert learner.updates_owed() == 3 * 3 + 2 * 5 and learner.switch_step == 6
+    learner.add_transition(0, 10, 0, rng.normal(size=3), rng.uniform(-1, 1, 2), 1.0, rng.normal(size=3),
+                           False, False, False)
+    assert learner.update_due() and learner.train_one_update() and learner.train_one_update()
+    assert not learner.update_due()
+
+
+def test_starting_actor_resets_a_pretrained_log_std_and_seeds_a_fresh_one():
+    import types
+
+    import torch
+
+    from porl_ros.core.learner import starting_actor
+
+    obs = torch.zeros(5, 3)
+    pretrained = SquashedGaussianActor(3, 2, (8,), -np.ones(2), np.ones(2))
+    mean_before = pretrained.mean_action(obs).clone()
+    config = PorlConfig(actor_hidden=(16,), device="cpu", seed=4)
+    actor = starting_actor(config, pretrained)
+    assert actor is pretrained and torch.equal(actor.mean_action(obs), mean_before)
+    torch.testing.assert_close(actor.distribution_params(obs)[1], torch.full((5, 2), -1.0))
+    untouched = starting_actor(PorlConfig(actor_log_std_init=None), SquashedGaussianActor(
+        3, 2, (8,), -np.ones(2), np.ones(2)))
+    assert not torch.allclose(untouched.distribution_params(obs)[1], torch.full((5, 2), -1.0))
+    spec = types.SimpleNamespace(obs_dim=3, act_dim=2, action_low=-np.ones(2), action_high=np.ones(2))
+    fresh = starting_actor(config, spec=spec)
+    again = starting_actor(config, spec=spec)
+    assert fresh.hidden == (16,) and torch.equal(fresh.mean_action(obs), again.mean_action(obs))
+
+
+def test_an_early_switch_survives_a_bookkeeping_round_trip():
+    learner = _learner()
+    for step in range(3):
+        learner.add_transition(0, step, 0, np.zeros(3), np.zeros(2), 1.0, np.ones(3), False, False, False)
+    assert learner.switch_step is None and learner.end_presample() and learner.switch_step == 3
+    restored = _learner()
+    restored.agent.set_phase(learner.agent.phase)  # resume_learner restores the agent's tensors first
+    restored.load_bookkeeping_state(learner.bookkeeping_state())
+    assert restored.switch_step == 3 and restored.updates_owed() == learner.updates_owed()

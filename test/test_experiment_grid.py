@@ -10,12 +10,13 @@ import torch
 from porl_ros.cli import main as cli_main
 from porl_ros.core.phases import FINETUNE, PRESAMPLE
 from porl_ros.tools import experiment
-from porl_ros.tools.experiment import COLUMNS, Settings, run_single
+from porl_ros.tools.experiment.settings import Experiment
+from porl_ros.tools.experiment.single_run import COLUMNS, pretrained_actor, run_single
 
 TASK = "metaworld/reach-v3"
-TINY = dict(tasks=[TASK], seeds=[0], total_steps=160, presample_steps=80, episode_length=40,
-            eval_every=80, eval_episodes=2, n_critics=2, critic_hidden=32, batch_size=32, utd_ratio=1,
-            demos=2, bc_steps=30, bc_hidden=32, adaptive_min=40, adaptive_max=120, adaptive_check_every=20,
+TINY = dict(tasks=[TASK], seeds=[0], total_steps=160, presample_steps=80, max_episode_steps=40,
+            eval_every=80, eval_episodes=2, n_critics=2, critic_hidden=[32, 32], batch_size=32, utd_ratio=1,
+            demos=2, bc_steps=30, actor_hidden=[32, 32], adaptive_min=40, adaptive_max=120, adaptive_check_every=20,
             adaptive_window=1, adaptive_patience=1, expert_noise=0.0, suboptimal_prob=0.0)
 
 
@@ -23,7 +24,7 @@ TINY = dict(tasks=[TASK], seeds=[0], total_steps=160, presample_steps=80, episod
 def bc_dir(tmp_path_factory):
     """One BC actor shared by every test here (the cache the grid uses)."""
     d = tmp_path_factory.mktemp("bc")
-    experiment.pretrained_actor(Settings(**TINY), TASK, 0, str(d))
+    pretrained_actor(Experiment.build(TINY), TASK, 0, str(d))
     return str(d)
 
 
@@ -34,7 +35,7 @@ def test_cli_tiny_grid_writes_csv_png_table(tmp_path, bc_dir):
     args = ["experiment", "--out", str(out), "--tasks", TASK, "--seeds", "0", "--variants", "porl", "t0"]
     for k, v in TINY.items():
         if k not in ("tasks", "seeds"):
-            args += ["--" + k.replace("_", "-"), str(v)]
+            args += ["--" + k.replace("_", "-"), *(str(x) for x in (v if isinstance(v, list) else [v]))]
     assert cli_main(args) == 0
     with open(out / "results.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -76,7 +77,7 @@ class Recorder:
 
 def record(variant, bc_dir, **overrides):
     rec = Recorder()
-    settings = Settings(**{**TINY, "total_steps": 120, "eval_every": 1000, **overrides})
+    settings = Experiment.build({**TINY, "total_steps": 120, "eval_every": 1000, **overrides})
     rows = run_single(settings, variant, TASK, 0, bc_dir, observer=rec)
     return rec, rows
 

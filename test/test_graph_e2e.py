@@ -82,7 +82,7 @@ def test_lockstep_run_goes_through_both_phases(tmp_path, checkpoint):
     try:
         steps, presample, utd, starts = 400, 200, 2, 32
         result, summary = _run(tmp_path, checkpoint, "--steps", str(steps), "--presample-steps", str(presample),
-                               "--param", f"learner:utd_ratio:={utd}")
+                               "--param", f"learner:utd_ratio:={utd}", "--param", f"learner:presample_utd_ratio:={utd}")
         time.sleep(0.5)
     finally:
         observer.close()

@@ -1,26 +1,21 @@
-"""The graph description against what it names, and the launch file built from it.
-
-`launch` / `launch_ros` cannot be installed here (no ROS 2 distribution), so the launch
-file is executed against a recording stand-in of the parts of their API it uses
-(LaunchDescription, DeclareLaunchArgument, OpaqueFunction, IfCondition,
-LaunchConfiguration.perform(context), launch_ros.actions.Node's keyword arguments).
-What is checked is what could break for a user: every node points at an installed
-entry point, every parameter file exists and parses, names match the files' sections.
+"""The graph description against what it names, and the launch file built from it (run
+against a recording stand-in of the launch API: launch_helpers). What is checked is what
+could break for a user: every node points at an installed entry point, every parameter file
+exists and parses, names match the files' sections.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launch_helpers import run_launch_file
 from porl_ros import graph
+from porl_ros.core.settings import fields_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,16 +51,15 @@ def test_parameter_files_exist_and_name_only_graph_nodes(profile):
 
 
 def test_parameter_files_only_set_declared_parameters():
-    from porl_ros.nodes import exploration_controller, learner, policy_server, sim_bridge
-    declared = {"learner": learner.PARAMS, "sim_bridge": sim_bridge.PARAMS,
-                "policy_server": policy_server.PARAMS, "exploration_controller": exploration_controller.PARAMS}
+    from porl_ros.nodes.settings import NODE_SETTINGS
+
     for file_name in {f for p in graph.PROFILE_CONFIGS for f in graph.config_files(p)}:
         for key, section in yaml.safe_load((ROOT / "config" / file_name).read_text()).items():
             node = key[4:]
-            known = {p.name: p for p in declared[node]}
+            known = {info.name: info for cls in NODE_SETTINGS[node] for info in fields_of(cls)}
             for name, value in section["ros__parameters"].items():
                 assert name in known, f"{file_name}: {node} has no parameter '{name}'"
-                known[name].validate(value)  # the file's value passes the node's own check
+                known[name].coerce(value)  # the file's value passes the node's own check
 
 
 def test_graph_namespaces_bridges_and_rejects_bad_counts():
@@ -81,47 +75,8 @@ def test_graph_namespaces_bridges_and_rejects_bad_counts():
 
 
 # ---------------------------------------------------------------- launch file
-class _Recorder:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context.launch_configurations[self.name]
-
-
-def _install_launch_stand_in(monkeypatch):
-    modules = {name: types.ModuleType(name) for name in
-               ["launch", "launch.actions", "launch.conditions", "launch.substitutions",
-                "launch_ros", "launch_ros.actions"]}
-    modules["launch"].LaunchDescription = lambda entities: list(entities)
-    modules["launch.actions"].DeclareLaunchArgument = _Recorder
-    modules["launch.actions"].OpaqueFunction = lambda function: types.SimpleNamespace(function=function)
-    modules["launch.conditions"].IfCondition = _Recorder
-    modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    modules["launch_ros.actions"].Node = _Recorder
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    import ament_index_python.packages as packages
-    monkeypatch.setattr(packages, "get_package_share_directory", lambda package: str(ROOT))
-
-
 def _launch(monkeypatch, **arguments):
-    _install_launch_stand_in(monkeypatch)
-    spec = importlib.util.spec_from_file_location("finetune_launch", ROOT / "launch" / "finetune.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    entities = module.generate_launch_description()
-    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if isinstance(e, _Recorder)
-                and "default_value" in e.kwargs}
-    context = types.SimpleNamespace(launch_configurations={**defaults, **arguments})
-    opaque = [e for e in entities if hasattr(e, "function")]
-    assert len(opaque) == 1
-    return [n for n in opaque[0].function(context)]
+    return run_launch_file(monkeypatch, **arguments)[1]
 
 
 def test_launch_file_starts_the_graph_description(monkeypatch):

@@ -244,9 +244,9 @@ def test_marker_content():
 def test_rviz_config_shows_what_the_bridge_publishes():
     import yaml
 
-    from porl_ros.nodes.sim_bridge import PARAMS
+    from porl_ros.nodes.settings import SimBridgeSettings
 
-    defaults = {p.name: p.default for p in PARAMS}
+    defaults = SimBridgeSettings().to_dict()
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "porl.rviz").read_text())
     manager = config["Visualization Manager"]
     assert manager["Global Options"]["Fixed Frame"] == defaults["frame_id"] == "world"

@@ -6,15 +6,18 @@ from .checkpoint import (CheckpointError, PolicyMeta, actor_from_bytes, actor_to
                          save_actor)
 from .config import PorlConfig
 from .device import resolve_device
-from .exploration import EpsilonGreedy, EpsilonSchedule, StagedEpsilon
+from .exploration import ActionChooser, EpsilonGreedy, EpsilonSchedule, ExplorationConfig, StagedEpsilon
 from .networks import BatchedLayerNorm, BatchedLinear, CriticEnsemble, SquashedGaussianActor
-from .phases import FINETUNE, PRESAMPLE, PhaseSchedule
+from .phases import DONE, FINETUNE, PRESAMPLE, PhaseSchedule
 from .replay import Batch, ReplayBuffer, ReplayFileError
+from .rollout import EnvStepper, EpisodeBook, EpisodeSettings, fine_tuning_step
+from .settings import Settings, SettingError
 
 __all__ = [
     "PorlAgent", "BCConfig", "train_bc", "CheckpointError", "PolicyMeta", "actor_from_bytes",
-    "actor_to_bytes", "load_actor", "save_actor", "PorlConfig", "resolve_device", "EpsilonGreedy",
-    "EpsilonSchedule", "StagedEpsilon", "BatchedLayerNorm", "BatchedLinear", "CriticEnsemble",
-    "SquashedGaussianActor", "FINETUNE", "PRESAMPLE", "PhaseSchedule", "Batch", "ReplayBuffer",
-    "ReplayFileError",
+    "actor_to_bytes", "load_actor", "save_actor", "PorlConfig", "resolve_device", "ActionChooser",
+    "EpsilonGreedy", "EpsilonSchedule", "ExplorationConfig", "StagedEpsilon", "BatchedLayerNorm",
+    "BatchedLinear", "CriticEnsemble", "SquashedGaussianActor", "DONE", "FINETUNE", "PRESAMPLE",
+    "PhaseSchedule", "Batch", "ReplayBuffer", "ReplayFileError", "EnvStepper", "EpisodeBook",
+    "EpisodeSettings", "fine_tuning_step", "Settings", "SettingError",
 ]

@@ -23,16 +23,40 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .settings import NON_NEGATIVE, POSITIVE, Settings, setting
+
+
+@dataclass
+class AdaptiveConfig(Settings):
+    """The adaptive pre-sample length (the experiment's `adaptive` variant)."""
+
+    adaptive_min: int = setting(300, "Adaptive T: never end the pre-sample stage before this many env steps.",
+                                NON_NEGATIVE)
+    adaptive_max: int = setting(2000, "Adaptive T: always end it here (the cap).", POSITIVE)
+    adaptive_check_every: int = setting(100, "Adaptive T: env steps between checks (signals are averaged "
+                                             "over them).", POSITIVE)
+    adaptive_window: int = setting(3, "Adaptive T: checks averaged per smoothed value.", POSITIVE)
+    adaptive_rel_tol: float = setting(0.05, "Adaptive T: a check is flat when every signal's relative change "
+                                            "per window is below this.", POSITIVE)
+    adaptive_patience: int = setting(2, "Adaptive T: consecutive flat checks that end the stage.", POSITIVE)
+
+    def criterion(self) -> "PlateauCriterion":
+        return PlateauCriterion(self.adaptive_min, self.adaptive_max, self.adaptive_window, self.adaptive_rel_tol,
+                                self.adaptive_patience)
+
+
+_DEFAULT = AdaptiveConfig()
+
 
 @dataclass
 class PlateauCriterion:
     """Decide when a set of signals has stopped changing (see the module docstring)."""
 
-    min_steps: int = 1000
-    max_steps: int = 10000
-    window: int = 4  # checks averaged per smoothed value
-    rel_tol: float = 0.05
-    patience: int = 3  # consecutive flat checks needed
+    min_steps: int = _DEFAULT.adaptive_min
+    max_steps: int = _DEFAULT.adaptive_max
+    window: int = _DEFAULT.adaptive_window  # checks averaged per smoothed value
+    rel_tol: float = _DEFAULT.adaptive_rel_tol
+    patience: int = _DEFAULT.adaptive_patience  # consecutive flat checks needed
     floor: float = 1e-3  # denominator floor so a signal near zero does not look unstable
     history: dict[str, list[float]] = field(default_factory=dict, repr=False)
     flat_checks: int = 0

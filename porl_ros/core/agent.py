@@ -142,10 +142,7 @@ class PorlAgent:
     @property
     def utd_ratio_now(self) -> int:
         """Critic updates owed per env step in the current phase."""
-        cfg = self.config
-        if self.phase == PRESAMPLE and cfg.presample_utd_ratio is not None:
-            return cfg.presample_utd_ratio
-        return cfg.utd_ratio
+        return self.config.utd_ratio_in(self.phase == PRESAMPLE)
 
     def train_after_env_step(self, replay: ReplayBuffer) -> dict[str, float]:
         """utd_ratio updates on fresh uniform batches; {} until replay holds learning_starts.

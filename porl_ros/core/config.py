@@ -1,134 +1,89 @@
-"""PORL hyper-parameters in one validated dataclass.
+"""PORL's learning hyper-parameters: one validated settings class, the only home of their defaults.
 
-Every knob of the algorithm lives here so a node can fill it from a ROS parameter file
-and a bad value is refused at start, with the field's name, instead of hours later.
+The learner node declares one ROS parameter per field, `porl-ros experiment` one option per
+field, and docs/parameters.md one row per field, all derived from the declarations below:
+adding a field here is the whole change. A bad value is refused at start with the field's name.
+The defaults are the paper's sizes (10 critics, UTD 16, batch 256) with the fixes the
+experiment grid settled on (docs/results.md): rewards x0.1, the pre-trained actor's log-std
+reset to -1, actor lr 1e-4, initial temperature 0.01. config/profile_cpu.yaml shrinks the sizes.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+from .settings import NON_NEGATIVE, POSITIVE, POSITIVE_SIZES, Check, Settings, SettingError, setting, within
 
-
-def _hidden(name: str, value: Any) -> tuple[int, ...]:
-    """Accept a list or tuple of positive ints (YAML gives lists) and return a tuple."""
-    try:
-        out = tuple(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}") from None
-    if not out or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in out):
-        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {value!r}")
-    return out
+DEVICE = Check(lambda v: re.match(r"^(auto|cpu|cuda|cuda:\d+)$", v) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+AT_LEAST_ONE = Check(lambda v: v >= 1, ">= 1")
 
 
 @dataclass
-class PorlConfig:
-    """Algorithm hyper-parameters (defaults follow the paper and REDQ/RLPD practice)."""
+class PorlConfig(Settings):
+    """Algorithm hyper-parameters of the learner (PorlAgent and PorlLearner)."""
 
     # Critic ensemble.
-    n_critics: int = 10
-    n_target_critics: int = 2  # target = min over a random subset of this many target critics
-    critic_layer_norm: bool = True
-    critic_hidden: tuple[int, ...] = (256, 256)
+    n_critics: int = setting(10, "Critic ensemble size.", AT_LEAST_ONE)
+    n_target_critics: int = setting(2, "TD target = min over this many randomly chosen target critics "
+                                       "(<= n_critics).", AT_LEAST_ONE)
+    critic_layer_norm: bool = setting(True, "LayerNorm in the critics.")
+    critic_hidden: tuple[int, ...] = setting((256, 256), "Hidden layer sizes of each critic.", POSITIVE_SIZES)
     # Actor.
-    actor_hidden: tuple[int, ...] = (256, 256)
-    actor_log_std_min: float = -5.0
-    actor_log_std_max: float = 2.0
+    actor_hidden: tuple[int, ...] = setting((256, 256), "Hidden layer sizes of an actor created here (SAC from "
+                                                        "scratch, BC in the experiment).", POSITIVE_SIZES)
+    actor_log_std_min: float = setting(-5.0, "Lower bound of the actor's log-std.")
+    actor_log_std_max: float = setting(2.0, "Upper bound of the actor's log-std (> actor_log_std_min).")
+    actor_log_std_init: Optional[float] = setting(
+        -1.0, "Reset a pre-trained actor's log-std to this constant before fine-tuning (a BC actor's is about 0, "
+              "so its samples are nearly random); none keeps the checkpoint's.")
     # Optimisation.
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    init_alpha: float = 1.0
-    target_entropy: Optional[float] = None  # None -> -act_dim
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
-    utd_ratio: int = 16  # critic updates per env step
-    # Critic updates per env step in the pre-sample stage (None: utd_ratio). The actor is
-    # frozen there, so this is the cheap place for a higher ratio.
-    presample_utd_ratio: Optional[int] = None
-    actor_update_every: int = 1  # actor/alpha update every K critic updates (finetune only)
-    learning_starts: Optional[int] = None  # replay size before updates start; None -> batch_size
+    actor_lr: float = setting(1e-4, "Adam learning rate of the actor.", POSITIVE)
+    critic_lr: float = setting(3e-4, "Adam learning rate of the critics.", POSITIVE)
+    alpha_lr: float = setting(3e-4, "Adam learning rate of the entropy temperature.", POSITIVE)
+    init_alpha: float = setting(0.01, "Initial entropy temperature.", POSITIVE)
+    target_entropy: Optional[float] = setting(None, "Target entropy of the temperature tuning; none: -act_dim.")
+    batch_size: int = setting(256, "Minibatch size.", AT_LEAST_ONE)
+    gamma: float = setting(0.99, "Discount.", within(0.0, 1.0, high_open=True))
+    tau: float = setting(0.005, "Polyak rate of the target critics.", within(0.0, 1.0, low_open=True))
+    reward_scale: float = setting(0.1, "Rewards are multiplied by this before they are stored (Meta-World pays "
+                                       "0..10 per step; Q near 1000 is slow to reach).", POSITIVE)
+    utd_ratio: int = setting(16, "Critic updates per env step (lockstep: exactly; free_running: at most).",
+                             AT_LEAST_ONE)
+    presample_utd_ratio: Optional[int] = setting(None, "Critic updates per env step in the pre-sample stage, "
+                                                       "where the actor is frozen; none: utd_ratio.", AT_LEAST_ONE)
+    actor_update_every: int = setting(1, "Actor and temperature update every K critic updates (fine-tune).",
+                                      AT_LEAST_ONE)
+    learning_starts: Optional[int] = setting(None, "Replay size before updates start; none: batch_size.",
+                                             AT_LEAST_ONE)
     # PORL stages.
-    presample_steps: int = 5000  # T; 0 = finetune from the start
-    presample_epsilon: float = 0.1  # epsilon-greedy in the presample stage (used by the caller)
-    finetune_epsilon: float = 0.0  # epsilon-greedy in the finetune stage (used by the caller)
+    presample_steps: int = setting(5000, "T: env steps of the pre-sample stage (actor frozen); 0: fine-tune "
+                                         "from the start.", NON_NEGATIVE)
     # Runtime.
-    device: str = "auto"
-    seed: int = 0
+    device: str = setting("auto", "Torch device of the learner: 'auto' (CUDA when available), 'cpu', 'cuda' "
+                                  "or 'cuda:N'.", DEVICE)
+    seed: int = setting(0, "Seed of network initialisation, batches and action noise in updates.", NON_NEGATIVE)
 
-    def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-
-        def positive_float(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-
-        positive_int("n_critics")
-        if (not isinstance(self.n_target_critics, int) or isinstance(self.n_target_critics, bool)
-                or not 1 <= self.n_target_critics <= self.n_critics):
-            raise ValueError(f"n_target_critics must be in 1..n_critics={self.n_critics}, "
-                             f"got {self.n_target_critics!r}")
-        if not isinstance(self.critic_layer_norm, bool):
-            raise ValueError(f"critic_layer_norm must be a bool, got {self.critic_layer_norm!r}")
-        self.critic_hidden = _hidden("critic_hidden", self.critic_hidden)
-        self.actor_hidden = _hidden("actor_hidden", self.actor_hidden)
-        for name in ("actor_log_std_min", "actor_log_std_max"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+    def check(self) -> None:
+        if self.n_target_critics > self.n_critics:
+            raise SettingError("n_target_critics", f"n_target_critics must be in 1..n_critics={self.n_critics}, "
+                                                   f"got {self.n_target_critics}")
         if not self.actor_log_std_min < self.actor_log_std_max:
-            raise ValueError(f"actor_log_std_min must be < actor_log_std_max, got "
-                             f"{self.actor_log_std_min} and {self.actor_log_std_max}")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
-            positive_float(name)
-        te = self.target_entropy
-        if te is not None and (isinstance(te, bool) or not isinstance(te, (int, float))
-                               or not math.isfinite(te)):
-            raise ValueError(f"target_entropy must be None or a finite number, got {te!r}")
-        positive_int("batch_size")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma!r}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
-        positive_int("utd_ratio")
-        if self.presample_utd_ratio is not None:
-            positive_int("presample_utd_ratio")
-        positive_int("actor_update_every")
-        if self.learning_starts is not None:
-            positive_int("learning_starts")
-        positive_int("presample_steps", minimum=0)
-        for name in ("presample_epsilon", "finetune_epsilon"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
-        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        positive_int("seed", minimum=0)
+            raise SettingError("actor_log_std_min", f"actor_log_std_min must be < actor_log_std_max, got "
+                                                    f"{self.actor_log_std_min} and {self.actor_log_std_max}")
+        init = self.actor_log_std_init
+        if init is not None and not self.actor_log_std_min < init < self.actor_log_std_max:
+            raise SettingError("actor_log_std_init", f"actor_log_std_init must be inside (actor_log_std_min, "
+                                                     f"actor_log_std_max), got {init}")
 
     @property
     def effective_learning_starts(self) -> int:
         """Replay size at which updates begin (default: one full batch)."""
         return self.batch_size if self.learning_starts is None else self.learning_starts
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples become lists) for JSON / YAML."""
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PorlConfig":
-        """Build from a mapping; an unknown key raises ValueError naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown PorlConfig field(s): {', '.join(unknown)}")
-        return cls(**values)
+    def utd_ratio_in(self, phase_is_presample: bool) -> int:
+        """Critic updates owed per env step in a phase."""
+        if phase_is_presample and self.presample_utd_ratio is not None:
+            return self.presample_utd_ratio
+        return self.utd_ratio

@@ -1,17 +1,49 @@
-"""Epsilon-greedy for continuous actions, as PORL uses it in the presample stage.
+"""How an action is chosen while fine-tuning: the policy's action, then PORL's epsilon-greedy.
 
 With probability epsilon the executed action is drawn uniformly from the action box;
-otherwise the policy's action (stochastic or mean: the caller decides) is executed.
-The uniform actions widen the replay distribution the fresh critics are trained on.
+otherwise the policy's action (its mean or a sample, per stage) is executed. The uniform
+actions widen the replay distribution the fresh critics are trained on.
+
+`ActionChooser` is that decision, once: the exploration controller node calls it around its
+GetAction request, and `porl-ros experiment` around the actor in its own process.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .phases import FINETUNE, PRESAMPLE
+from .settings import NON_NEGATIVE, PROBABILITY, Settings, one_of, setting
+
+MEAN, SAMPLE = "mean", "sample"  # which policy action a stage executes
+
+
+@dataclass
+class ExplorationConfig(Settings):
+    """PORL's exploration per stage (the exploration controller's algorithm settings)."""
+
+    presample_epsilon: float = setting(0.3, "Epsilon-greedy in the pre-sample stage (at its start, with a "
+                                            "decay).", PROBABILITY)
+    presample_epsilon_end: Optional[float] = setting(None, "Epsilon at the end of a linear decay in pre-sample; "
+                                                           "none: constant presample_epsilon.", PROBABILITY)
+    presample_epsilon_decay_steps: int = setting(0, "Steps of that decay (0: no decay).", NON_NEGATIVE)
+    finetune_epsilon: float = setting(0.0, "Epsilon-greedy in the fine-tune stage (SAC's own sampling "
+                                           "explores).", PROBABILITY)
+    finetune_epsilon_end: Optional[float] = setting(None, "Epsilon at the end of a linear decay in fine-tune; "
+                                                          "none: constant finetune_epsilon.", PROBABILITY)
+    finetune_epsilon_decay_steps: int = setting(0, "Steps of that decay (0: no decay).", NON_NEGATIVE)
+    presample_policy_action: str = setting(MEAN, "Policy action executed in pre-sample: 'mean' or 'sample'.",
+                                           one_of(MEAN, SAMPLE))
+    finetune_policy_action: str = setting(SAMPLE, "Policy action executed in fine-tune: 'mean' or 'sample' "
+                                                  "(SAC).", one_of(MEAN, SAMPLE))
+
+    def schedules(self) -> "StagedEpsilon":
+        return StagedEpsilon(
+            EpsilonSchedule(self.presample_epsilon, self.presample_epsilon_end, self.presample_epsilon_decay_steps),
+            EpsilonSchedule(self.finetune_epsilon, self.finetune_epsilon_end, self.finetune_epsilon_decay_steps))
 
 
 class EpsilonSchedule:
@@ -80,3 +112,42 @@ class EpsilonGreedy:
         if self.rng.random() < epsilon:
             return self.rng.uniform(self.low, self.high).astype(dtype), True
         return np.clip(a, self.low, self.high).astype(dtype), False
+
+
+# policy(observation, deterministic) -> action: the actor in-process, or a GetAction call
+Policy = Callable[[np.ndarray, bool], np.ndarray]
+
+
+class ActionChooser:
+    """The exploration controller's decision for one observation in a given stage: which policy
+    action to ask for (`deterministic`), then epsilon-greedy with the stage's schedule (`explore`),
+    each stage's schedule indexed by the actions chosen in that stage so far."""
+
+    def __init__(self, config: ExplorationConfig, action_low, action_high, seed: Optional[int] = None) -> None:
+        self.config = config
+        self.greedy = EpsilonGreedy(action_low, action_high, seed=seed)
+        self.epsilon = config.schedules()
+        self.steps_in_phase = {PRESAMPLE: 0, FINETUNE: 0}
+        self.actions = 0
+        self.exploratory_actions = 0
+
+    def deterministic(self, phase: str) -> bool:
+        """Whether this stage executes the policy's mean action (else a sample)."""
+        mode = self.config.presample_policy_action if phase == PRESAMPLE else self.config.finetune_policy_action
+        return mode == MEAN
+
+    def current_epsilon(self, phase: str) -> float:
+        return self.epsilon.value(phase, self.steps_in_phase[phase])
+
+    def explore(self, phase: str, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(executed action, exploratory?) for the policy's action in this stage."""
+        epsilon = self.current_epsilon(phase)
+        self.steps_in_phase[phase] += 1
+        executed, exploratory = self.greedy(policy_action, epsilon)
+        self.actions += 1
+        self.exploratory_actions += int(exploratory)
+        return executed, exploratory
+
+    def choose(self, phase: str, observation: np.ndarray, policy: Policy) -> tuple[np.ndarray, bool]:
+        """Both steps with a policy at hand (in one process)."""
+        return self.explore(phase, policy(observation, self.deterministic(phase)))

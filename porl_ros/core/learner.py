@@ -2,9 +2,12 @@
 
 `PorlLearner` is what the learner node wraps and what the experiment runner drives
 in-process: it validates and stores transitions (per-source sequence numbers, gaps
-counted, duplicates refused), switches the PORL phase after T env steps, runs the
-updates owed per env step, decides when new actor weights are due, and keeps the
-episode statistics (return, success, Q calibration) a user watches.
+counted, duplicates refused; rewards scaled by `reward_scale`), owns the PORL phase
+(switched after T env steps or by `end_presample`), runs the updates owed per env step
+(all at once in lockstep, or one at a time within the same budget when free running),
+decides when new actor weights are due, and keeps the episode statistics (return,
+success, Q calibration) a user watches. `starting_actor` prepares the actor a run
+starts from, for the node and the experiment alike.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ class EpisodeRecord:
     episode_return: float
     success: bool
     phase: str
-    q_calibration_gap: float  # mean(Q(s,a) - discounted return to go) over the episode, Q at its end
+    # mean(Q(s,a) - discounted return to go) over the episode, Q at its end, in the critic's units
+    # (rewards x reward_scale); episode_return is the environment's own.
+    q_calibration_gap: float
 
 
 @dataclass
 class _OpenEpisode:
     episode: int
-    rewards: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)  # as received (reward_scale is applied when it closes)
     # (state, action) of every step: the critic judges them all at once when the episode
     # ends, with its weights of that moment (and one batched forward instead of one per step).
     states: list = field(default_factory=list)
@@ -178,7 +183,7 @@ class PorlLearner:
         if seq > self.next_seq[source]:
             self.seq_gaps += seq - self.next_seq[source]
         self.next_seq[source] = seq + 1
-        self.replay.add(s, a, r, ns, bool(terminated), source=source)
+        self.replay.add(s, a, r * self.config.reward_scale, ns, bool(terminated), source=source)
         self.env_steps += 1
         self._step_times.append((time.monotonic(), self.env_steps))
         if self.phase == PRESAMPLE and self.schedule.phase(self.env_steps) == FINETUNE:
@@ -194,6 +199,11 @@ class PorlLearner:
         if terminated or truncated:
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
         return None
+
+    @property
+    def switch_step(self) -> Optional[int]:
+        """The env step count at which fine-tuning began (T actually used), None while pre-sampling."""
+        return None if self.phase == PRESAMPLE else self.schedule.presample_steps
 
     def end_presample(self) -> bool:
         """Switch to fine-tuning now (e.g. an adaptive criterion decided the critic is ready);
@@ -213,9 +223,22 @@ class PorlLearner:
             self._update_times.append((time.monotonic(), self.agent.critic_updates))
         return metrics
 
+    def updates_owed(self) -> int:
+        """Critic updates owed for the env steps stored so far: every step from the one that fills
+        `learning_starts` on owes its phase's UTD ratio (what lockstep's train() does per step)."""
+        cfg, n = self.config, self.env_steps
+        start, switch = max(cfg.effective_learning_starts, 1), self.schedule.presample_steps
+        presample = max(0, min(n, switch - 1) - start + 1)
+        finetune = max(0, n - max(start, switch) + 1)
+        return cfg.utd_ratio_in(True) * presample + cfg.utd_ratio_in(False) * finetune
+
+    def update_due(self) -> bool:
+        """Free running: whether one more update stays within the budget of updates_owed()."""
+        return self.agent.critic_updates < self.updates_owed()
+
     def train_one_update(self) -> dict[str, float]:
-        """A single update (free-running learners call this as fast as they can)."""
-        if len(self.replay) < max(self.config.effective_learning_starts, 1):
+        """A single update within the budget (free-running learners call this as fast as they can)."""
+        if len(self.replay) < max(self.config.effective_learning_starts, 1) or not self.update_due():
             return {}
         batch = self.replay.sample(self.config.batch_size, self.agent.device, self.agent.np_rng)
         metrics = self.agent.update(batch)
@@ -223,10 +246,13 @@ class PorlLearner:
         self._update_times.append((time.monotonic(), self.agent.critic_updates))
         return metrics
 
+    def actor_changed(self) -> bool:
+        """Whether the actor was updated since the last weights broadcast."""
+        return self.agent.actor_updates > self._actor_updates_published
+
     def weights_due(self) -> bool:
         """New weights are due when the actor changed and `weights_every` steps have passed."""
-        changed = self.agent.actor_updates > self._actor_updates_published
-        return changed and self.env_steps % self.weights_every == 0
+        return self.actor_changed() and self.env_steps % self.weights_every == 0
 
     def mark_weights_published(self) -> int:
         """Record a weights broadcast; returns its (strictly increasing) version."""
@@ -242,6 +268,7 @@ class PorlLearner:
         """Everything besides agent tensors and replay needed to resume, as plain JSON data."""
         return {
             "env_steps": self.env_steps, "next_seq": list(self.next_seq), "seq_gaps": self.seq_gaps,
+            "switch_step": self.switch_step,  # the T used once fine-tuning began (end_presample may shorten it)
             "rejected": dict(self.rejected), "bridge_restarts": self.bridge_restarts,
             "policy_version": self.policy_version, "actor_updates_published": self._actor_updates_published,
             "episodes": [dataclasses.asdict(r) for r in self.episodes],
@@ -260,6 +287,8 @@ class PorlLearner:
                 raise ValueError(f"next_seq has {len(next_seq)} bridges, this learner has {self.num_sources} "
                                  f"(num_bridges must not change across resume)")
             self.env_steps = int(state["env_steps"])
+            if state.get("switch_step") is not None:
+                self.schedule = PhaseSchedule(int(state["switch_step"]))
             self.next_seq = next_seq
             self.seq_gaps = int(state["seq_gaps"])
             self.rejected = collections.Counter({str(k): int(v) for k, v in state["rejected"].items()})
@@ -289,7 +318,7 @@ class PorlLearner:
 
     @torch.no_grad()
     def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
-        gamma = self.config.gamma
+        gamma, scale = self.config.gamma, self.config.reward_scale
         # Monte-Carlo return to go; a truncated episode bootstraps its tail with the critic.
         tail = 0.0
         if bootstrap is not None:
@@ -298,7 +327,7 @@ class PorlLearner:
         returns = np.empty(len(ep.rewards))
         running = tail
         for i in range(len(ep.rewards) - 1, -1, -1):
-            running = ep.rewards[i] + gamma * running
+            running = ep.rewards[i] * scale + gamma * running
             returns[i] = running
         gap = float(np.mean(self._q_estimates(ep.states, ep.actions) - returns))
         record = EpisodeRecord(source=source, episode=ep.episode, env_steps=self.env_steps, length=len(ep.rewards),
@@ -342,6 +371,26 @@ class PorlLearner:
             "rejected_transitions": sum(self.rejected.values()),
             "bridge_restarts": self.bridge_restarts,
         }
+
+
+# A fresh actor's initialisation is seeded apart from the critics' (which use config.seed).
+FRESH_ACTOR_SEED_OFFSET = 10_000
+
+
+def starting_actor(config: PorlConfig, pretrained: Optional[SquashedGaussianActor] = None,
+                   spec=None) -> SquashedGaussianActor:
+    """The actor a run fine-tunes: `pretrained` with its log-std reset to `actor_log_std_init`
+    (unless none), or without one (SAC from scratch) a fresh actor of `actor_hidden` for the sizes
+    and bounds of `spec` (an EnvSpec), seeded seed + FRESH_ACTOR_SEED_OFFSET."""
+    if pretrained is not None:
+        if config.actor_log_std_init is not None:
+            pretrained.set_constant_log_std(config.actor_log_std_init)
+        return pretrained
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + FRESH_ACTOR_SEED_OFFSET)
+        return SquashedGaussianActor(spec.obs_dim, spec.act_dim, config.actor_hidden, spec.action_low,
+                                     spec.action_high, log_std_min=config.actor_log_std_min,
+                                     log_std_max=config.actor_log_std_max)
 
 
 def build_learner(actor: SquashedGaussianActor, config: PorlConfig, replay_capacity: int,

@@ -181,6 +181,15 @@ class SquashedGaussianActor(nn.Module):
         return log_prob - self._squash_log_det(u)
 
     @torch.no_grad()
+    def set_constant_log_std(self, log_std: float) -> None:
+        """Make the log-std state-independent and equal to `log_std` (inside the actor's bounds)."""
+        lo, hi = self.log_std_min, self.log_std_max
+        if not lo < log_std < hi:
+            raise ValueError(f"log-std {log_std} is outside this actor's bounds ({lo}, {hi})")
+        self.log_std.weight.zero_()
+        self.log_std.bias.fill_(math.atanh(2.0 * (log_std - lo) / (hi - lo) - 1.0))
+
+    @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True,
             generator: Optional[torch.Generator] = None) -> np.ndarray:
         """numpy in, numpy out; obs [obs_dim] -> [act_dim] or [B, obs_dim] -> [B, act_dim]."""

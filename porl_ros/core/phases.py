@@ -5,6 +5,7 @@ from __future__ import annotations
 PRESAMPLE = "presample"
 FINETUNE = "finetune"
 PHASES = (PRESAMPLE, FINETUNE)
+DONE = "done"  # what the learner reports (status, acks) once its run is complete
 
 
 class PhaseSchedule:

@@ -43,16 +43,16 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import SetBool
 
+from porl_ros import graph
 from porl_ros.core import safety
 from porl_ros.core.checkpoint import CheckpointError, load_actor
-from porl_ros.nodes.bridge_protocol import DEADLINE_PARAMS, FREE_RUNNING, LOCKSTEP, TOPIC_PARAMS, BridgeNode
-from porl_ros.nodes.params import Param, ParameterError, non_negative, one_of, positive, run_node
+from porl_ros.core.rollout import EpisodeBook, StepRecord
+from porl_ros.nodes.bridge_protocol import BridgeNode
+from porl_ros.nodes.params import ParameterError, run_node
 from porl_ros.nodes.qos import STATUS_QOS
+from porl_ros.nodes.settings import CARTESIAN_VELOCITY
 from porl_ros.rewards import checked_call, load_reward_function
 from porl_ros_interfaces.msg import Action
-
-JOINT_VELOCITY, CARTESIAN_VELOCITY = "joint_velocity", "cartesian_velocity"
-DEFAULT_JOINTS = [f"joint_{i}" for i in range(1, 8)]
 
 # What the bridge is doing; the watchdog needs different inputs in each.
 WAITING_FOR_PEERS = "waiting_for_peers"
@@ -62,89 +62,10 @@ EXECUTING = "executing"  # an action is commanded; the step ends at a control ti
 AWAITING_ACK = "awaiting_ack"  # lockstep: transition published, arm held still
 EMERGENCY_STOPPED = "emergency_stopped"
 
-PARAMS = [
-    # ---- the graph contract (as sim_bridge)
-    Param("env_id", "arm/real", "Name of this robot/task in logs (no simulator is created)."),
-    Param("max_episode_steps", 200, "Episode length (time-limit truncation).", **positive()),
-    Param("bridge_id", 0, "This bridge's id in transitions.", **non_negative()),
-    Param("checkpoint", "", "Actor checkpoint: its observation/action sizes are checked against this "
-          "arm's at start (empty: no check)."),
-    Param("timing_mode", FREE_RUNNING, "'free_running' (steps at control_rate_hz; for real arms) or "
-          "'lockstep' (arm held still while the learner catches up).", **one_of(LOCKSTEP, FREE_RUNNING)),
-    Param("control_rate_hz", 20.0, "Control (step) rate; also the command streaming rate.", **positive()),
-    Param("seed", 0, "Unused by a real arm; accepted so the runner can set it on any bridge.",
-          **non_negative()),
-    *DEADLINE_PARAMS,
-    Param("min_transition_subscribers", 1, "Subscribers of the transition topic to wait for.", **positive()),
-    Param("frame_id", "world", "frame_id of published porl headers."),
-    *TOPIC_PARAMS,
-    # ---- the robot's drivers
-    Param("command_mode", JOINT_VELOCITY, "'joint_velocity' (Float64MultiArray to a forward velocity "
-          "controller) or 'cartesian_velocity' (TwistStamped to MoveIt Servo).",
-          **one_of(JOINT_VELOCITY, CARTESIAN_VELOCITY)),
-    Param("joint_names", DEFAULT_JOINTS, "Arm joints to observe (and command, in joint mode), in order."),
-    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState from the driver."),
-    Param("joint_velocity_command_topic", "/forward_velocity_controller/commands",
-          "std_msgs/Float64MultiArray joint velocities (joint_velocity mode)."),
-    Param("twist_command_topic", "/servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped (cartesian mode)."),
-    Param("command_frame_id", "base_link", "Frame of twist commands and of the workspace box; the pose topic "
-          "must use it."),
-    Param("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose (required in cartesian mode; "
-          "when set, its position is appended to the observation)."),
-    Param("cartesian_angular", False, "Cartesian mode: the action has 3 angular components too."),
-    Param("gripper_command_topic", "", "Gripper command topic (empty: no gripper in action/observation)."),
-    Param("gripper_command_type", "float64_multi_array", "'float64_multi_array' or 'float64'.",
-          **one_of("float64_multi_array", "float64")),
-    Param("gripper_joint", "", "Gripper joint in JointState for the observed opening (empty: last command)."),
-    Param("gripper_range", [0.0, 0.08], "Gripper opening [closed, open] the action's [-1, 1] maps to."),
-    # ---- safety
-    Param("joint_position_lower", [-1.0], "Lower joint position limits (rad; one value: all joints)."),
-    Param("joint_position_upper", [1.0], "Upper joint position limits (rad; one value: all joints)."),
-    Param("joint_position_margin", 0.05, "Within this of a limit a joint is only commanded inward (rad).",
-          **non_negative()),
-    Param("max_joint_velocity", [0.2], "Joint speed limits (rad/s; one value: all joints)."),
-    Param("max_joint_velocity_change", [0.05], "Action-rate limit: max change of a joint velocity command "
-          "per control period (rad/s)."),
-    Param("joint_action_scale", [0.2], "rad/s per unit of joint action (one value: all joints)."),
-    Param("linear_action_scale", 0.05, "m/s per unit of linear action.", **positive()),
-    Param("angular_action_scale", 0.2, "rad/s per unit of angular action.", **positive()),
-    Param("max_linear_speed", 0.05, "Per-axis linear speed limit (m/s).", **positive()),
-    Param("max_angular_speed", 0.2, "Per-axis angular speed limit (rad/s).", **positive()),
-    Param("max_linear_change", 0.01, "Action-rate limit of linear velocity per period (m/s).", **positive()),
-    Param("max_angular_change", 0.05, "Action-rate limit of angular velocity per period (rad/s).", **positive()),
-    Param("workspace_min", [0.2, -0.4, 0.05], "Workspace box lower corner in command_frame_id (m)."),
-    Param("workspace_max", [0.8, 0.4, 0.8], "Workspace box upper corner in command_frame_id (m)."),
-    Param("workspace_margin", 0.01, "Outward motion stops this far inside the box (m).", **non_negative()),
-    Param("watchdog_timeout_periods", 1.5, "Zero velocity once actions or joint states are older than this "
-          "many control periods.", check=lambda v: 0.5 <= v <= 1.75, requirement="in [0.5, 1.75] (so the stop "
-          "comes within 2 periods)"),
-    Param("watchdog_checks_per_period", 8, "Watchdog evaluations per control period.",
-          check=lambda v: 2 <= v <= 50, requirement="in [2, 50]"),
-    Param("emergency_stop_service", "porl/emergency_stop", "std_srvs/SetBool: true holds the arm, false "
-          "releases it."),
-    # ---- reward, success, reset
-    Param("reward_function", "", "'module:function' (obs, action, next_obs, **reward_kwargs) -> "
-          "(reward, success), e.g. 'porl_ros.rewards:joint_reach'."),
-    Param("reward_kwargs", "{}", "JSON object of keyword arguments for reward_function."),
-    Param("success_topic", "", "std_msgs/Bool success signal; alone it gives reward 1 on success, else 0; "
-          "with reward_function it decides success."),
-    Param("terminate_on_success", False, "End the episode (terminated) on success. Off by default, as in "
-          "sim_bridge: with a dense reward a terminal success state is worth 0 to the critic."),
-    Param("home_joint_positions", [0.0], "Reset pose (rad; one value: all joints); joint mode."),
-    Param("home_ee_position", [0.5, 0.0, 0.4], "Reset end-effector position (m); cartesian mode."),
-    Param("home_gripper", 1.0, "Gripper action at reset (-1 closed .. 1 open).",
-          check=lambda v: -1.0 <= v <= 1.0, requirement="in [-1, 1]"),
-    Param("reset_gain", 2.0, "Proportional gain of the reset controller (1/s).", **positive()),
-    Param("reset_tolerance", 0.02, "Reset is done when every joint (rad) / the end effector (m) is this close.",
-          **positive()),
-    Param("reset_timeout_s", 20.0, "Give up homing after this long (logged; the episode starts anyway).",
-          **positive()),
-]
-
 
 class ArmBridge(BridgeNode):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("arm_bridge", PARAMS, **node_kwargs)
+        super().__init__(graph.ARM_BRIDGE, **node_kwargs)
         p = self.p
         self.cartesian = p["command_mode"] == CARTESIAN_VELOCITY
         self.period = 1.0 / p["control_rate_hz"]
@@ -183,7 +104,7 @@ class ArmBridge(BridgeNode):
 
         self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
         self.activity = WAITING_FOR_PEERS
-        self._setup_graph()
+        self._setup_graph(EpisodeBook())
         self.episode_over = False  # lockstep: reset after the pending ack
         # Latest driver state.
         self.positions: np.ndarray | None = None
@@ -429,7 +350,7 @@ class ArmBridge(BridgeNode):
             # The step in progress ends here, as a truncated transition (no gap in seq).
             self._complete_step(force_truncate=True)
         elif self.activity in (AWAITING_ACTION, AWAITING_ACK) and not self.episode_over:
-            self._end_episode()  # its last transition is already out; the episode just ends
+            self._episode_ended(self.book.end_episode())  # its last transition is already out
         self.executing = None
         self.episode_over = False
         if self.activity != WAITING_FOR_PEERS:
@@ -490,18 +411,17 @@ class ArmBridge(BridgeNode):
             success = self.success_signal
             reward = 1.0 if success else 0.0
         terminated = success and self.p["terminate_on_success"]
-        truncated = not terminated and (force_truncate or self.step_in_episode + 1 >= self.p["max_episode_steps"])
-        transition = self._new_transition(action_msg, executed, next_state, reward, terminated, truncated, success)
-        self.episode_return += float(reward)
-        self.episode_success |= bool(success)
+        truncated = not terminated and (force_truncate or self.book.step + 1 >= self.p["max_episode_steps"])
+        seq, episode, step = self.book.record(reward, success)
+        record = StepRecord(seq, episode, step, self.state, executed, float(reward), next_state, bool(terminated),
+                            bool(truncated), bool(success))
         self.episode_over = terminated or truncated
         if self.episode_over or self.lockstep:
             self._stop()  # lockstep holds still while the learner catches up
-        self._publish_transition(transition)
-        if self.episode_over:
-            self._end_episode()
-        else:
-            self.step_in_episode += 1
+        self._send_transition(action_msg, record)
+        summary = self.book.advance(self.episode_over)
+        if summary is not None:
+            self._episode_ended(summary)
         if self._reached_max_env_steps():
             return
         if force_truncate:

@@ -5,8 +5,9 @@ Transition (gap-free `seq`) and, in lockstep, waits for the learner's Transition
 before the next step. `BridgeNode` holds that contract once: the endpoints, the
 phase/done handling from acks and TrainingStatus, the message building and the
 deadlines (wait for peers before the first step; re-send an unanswered observation or
-an unacknowledged transition). A subclass (sim_bridge: an environment back-end;
-arm_bridge: robot drivers behind a safety layer) supplies the rest:
+an unacknowledged transition). The numbering of transitions (seq, episode, step) and the
+episode totals are the core's EpisodeBook. A subclass (sim_bridge: an environment
+back-end; arm_bridge: robot drivers behind a safety layer) supplies the rest:
   state                   the observation of the step in progress
   started                 whether the first step has been taken
   _first_step()           what to do once every peer is matched
@@ -22,50 +23,30 @@ import time
 import numpy as np
 from rclpy.node import Node
 
-from porl_ros.core.phases import PHASES
+from porl_ros import graph
+from porl_ros.core.phases import DONE, PHASES
+from porl_ros.core.rollout import EpisodeBook, EpisodeSummary, StepRecord
 from porl_ros.nodes.conversions import from_float32_field, to_float32_field
-from porl_ros.nodes.params import Param, declare_params, non_negative, positive
+from porl_ros.nodes.params import as_dict, declare_settings
 from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import Action, Observation, TrainingStatus, Transition, TransitionAck
 
-LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
-DONE = "done"  # phase the learner reports once it has finished the run
-
-# Same name, default and meaning on every bridge (the runner and config files rely on it).
-DEADLINE_PARAMS = [
-    Param("action_timeout_s", 10.0, "Re-publish an observation unanswered for this long.", **positive()),
-    Param("ack_timeout_s", 10.0, "Lockstep: re-publish a transition unacknowledged for this long.",
-          **positive()),
-    Param("max_env_steps", 0, "Stop after this many steps (0: until the learner reports done).",
-          **non_negative()),
-]
-TOPIC_PARAMS = [
-    Param("observation_topic", "porl/observation", "Observations to the controller."),
-    Param("action_topic", "porl/action", "Actions from the controller."),
-    Param("transition_topic", "/porl/transition", "Transitions to the learner."),
-    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements from the learner."),
-    Param("status_topic", "/porl/status", "Learner status (its phase, in free_running mode)."),
-]
-
 
 class BridgeNode(Node):
-    def __init__(self, node_name: str, params: list[Param], **node_kwargs) -> None:
-        super().__init__(node_name, **node_kwargs)
-        self.p = declare_params(self, params)
-        self.lockstep = self.p["timing_mode"] == LOCKSTEP
+    def __init__(self, kind: str, **node_kwargs) -> None:
+        super().__init__(kind, **node_kwargs)
+        self.episode_settings, settings = declare_settings(self, kind)  # EpisodeSettings, its own
+        self.p = as_dict(self.episode_settings, settings)
+        self.lockstep = self.p["timing_mode"] == graph.LOCKSTEP
         self.finished = False
         self.exit_code = 0
 
-    def _setup_graph(self) -> None:
+    def _setup_graph(self, book: EpisodeBook) -> None:
         """Step bookkeeping and the graph's topics; called once the bridge's own parameters passed."""
         p = self.p
-        self.episode = 0
-        self.step_in_episode = 0
-        self.seq = 0  # seq of the next transition
+        self.book = book
         self.phase = ""
         self.policy_version = 0  # newest version the learner has announced
-        self.episode_return = 0.0
-        self.episode_success = False
         self.awaiting_ack = False
         self.last_transition: Transition | None = None
         self.last_publish = time.monotonic()
@@ -81,7 +62,7 @@ class BridgeNode(Node):
         """The action in `msg` if it answers the observation out now (`waiting`), else None (counted)."""
         if msg.bridge_id != self.p["bridge_id"]:
             return None
-        if not waiting or msg.episode != self.episode or msg.step != self.step_in_episode:
+        if not waiting or msg.episode != self.book.episode or msg.step != self.book.step:
             self.counters["stale_actions"] += 1  # answers an observation already handled (or none)
             return None
         try:
@@ -111,7 +92,7 @@ class BridgeNode(Node):
     def _set_phase(self, phase: str) -> None:
         if phase == DONE:
             if not self.finished:
-                self.get_logger().info(f"learner reports the run is done; stopping after {self.seq} steps")
+                self.get_logger().info(f"learner reports the run is done; stopping after {self.book.seq} steps")
                 self._finish()
         elif phase in PHASES and phase != self.phase:
             self.get_logger().info(f"learner phase: {phase}")
@@ -122,7 +103,7 @@ class BridgeNode(Node):
 
     # ------------------------------------------------------------------ outgoing
     def _publish_observation(self) -> None:
-        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.episode, step=self.step_in_episode,
+        msg = Observation(bridge_id=self.p["bridge_id"], episode=self.book.episode, step=self.book.step,
                           required_policy_version=self.policy_version if self.lockstep else 0,
                           phase=self.phase if self.phase in PHASES else "")
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -131,43 +112,37 @@ class BridgeNode(Node):
         self.obs_pub.publish(msg)
         self.last_publish = time.monotonic()
 
-    def _new_transition(self, action_msg: Action, action: np.ndarray, next_state: np.ndarray, reward: float,
-                        terminated: bool, truncated: bool, success: bool) -> Transition:
-        """The transition from `self.state`; it takes the next seq and, in lockstep, awaits its ack."""
-        transition = Transition(bridge_id=self.p["bridge_id"], seq=self.seq, episode=self.episode,
-                                step=self.step_in_episode, reward=float(reward), terminated=bool(terminated),
-                                truncated=bool(truncated), success=bool(success),
+    def _send_transition(self, action_msg: Action, record: StepRecord) -> None:
+        """Publish the transition `record` (numbered by the book); in lockstep it awaits its ack."""
+        transition = Transition(bridge_id=self.p["bridge_id"], seq=record.seq, episode=record.episode,
+                                step=record.step, reward=float(record.reward), terminated=record.terminated,
+                                truncated=record.truncated, success=record.success,
                                 exploratory=action_msg.exploratory, policy_version=action_msg.policy_version)
         transition.header.stamp = self.get_clock().now().to_msg()
         transition.header.frame_id = self.p["frame_id"]
-        transition.state = to_float32_field(self.state)
-        transition.action = to_float32_field(action)
-        transition.next_state = to_float32_field(next_state)
-        self.seq += 1
+        transition.state = to_float32_field(record.state)
+        transition.action = to_float32_field(record.action)
+        transition.next_state = to_float32_field(record.next_state)
         self.last_transition = transition
         self.awaiting_ack = self.lockstep
-        return transition
+        self._publish_transition(transition)
 
     def _publish_transition(self, transition: Transition) -> None:
         self.transition_pub.publish(transition)
         self.last_publish = time.monotonic()
 
     def _reached_max_env_steps(self) -> bool:
-        if self.p["max_env_steps"] and self.seq >= self.p["max_env_steps"]:
+        if self.p["max_env_steps"] and self.book.seq >= self.p["max_env_steps"]:
             self.get_logger().info(f"reached max_env_steps={self.p['max_env_steps']}")
             self._finish()
             return True
         return False
 
-    def _end_episode(self) -> None:
-        self.counters["episodes"] += 1
-        self.counters["successes"] += int(self.episode_success)
-        self.get_logger().info(f"episode {self.episode}: return {self.episode_return:.2f}, "
-                               f"success {self.episode_success}", throttle_duration_sec=2.0)
-        self.episode += 1
-        self.step_in_episode = 0
-        self.episode_return = 0.0
-        self.episode_success = False
+    def _episode_ended(self, summary: EpisodeSummary) -> None:
+        self.counters["episodes"] = self.book.episodes
+        self.counters["successes"] = self.book.successes
+        self.get_logger().info(f"episode {summary.episode}: return {summary.episode_return:.2f}, "
+                               f"success {summary.success}", throttle_duration_sec=2.0)
 
     # ------------------------------------------------------------------ deadlines
     def _peers_missing(self) -> list[str]:
@@ -199,7 +174,7 @@ class BridgeNode(Node):
             self._publish_transition(self.last_transition)
         elif self._awaiting_action() and waited > self.p["action_timeout_s"]:
             self.counters["observation_resends"] += 1
-            self.get_logger().warning(f"no action for episode {self.episode} step {self.step_in_episode} in "
+            self.get_logger().warning(f"no action for episode {self.book.episode} step {self.book.step} in "
                                       f"{self.p['action_timeout_s']} s (controller / policy server up?); "
                                       f"re-sending the observation")
             self._publish_observation()

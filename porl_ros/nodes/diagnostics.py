@@ -22,8 +22,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from porl_ros.nodes.params import Param, non_negative
-
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
 
@@ -32,9 +30,6 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # reliably, and a best-effort publisher would not match them at all.
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
-
-DIAGNOSTICS_RATE_PARAM = Param("diagnostics_rate_hz", 1.0, "Rate of this node's DiagnosticArray on "
-                               "/diagnostics (0: none).", **non_negative())
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Exploration controller: turns each observation into an action.
 
-Asks the policy server (GetAction) for the policy's action, then applies PORL's
-epsilon-greedy for the learner's current phase: with probability epsilon the executed
-action is uniform in the action bounds. Publishes Action with `exploratory` and the
-`policy_version` that produced it. Only the newest observation is answered; a request
-that fails or times out is retried while that observation is still the newest.
+The decision is the core's ActionChooser (the same one `porl-ros experiment` runs): which
+policy action to ask the policy server for (GetAction, mean or sample per phase), then
+PORL's epsilon-greedy for the learner's current phase. Publishes Action with `exploratory`
+and the `policy_version` that produced it. Only the newest observation is answered; a
+request that fails or times out is retried while that observation is still the newest.
+Parameters: ExplorationConfig (the algorithm) and ControllerSettings (this node's runtime).
 """
 
 from __future__ import annotations
@@ -14,64 +15,37 @@ import time
 
 from rclpy.node import Node
 
+from porl_ros import graph
 from porl_ros.core.checkpoint import CheckpointError, load_actor
-from porl_ros.core.exploration import EpsilonGreedy, EpsilonSchedule, StagedEpsilon
+from porl_ros.core.exploration import ActionChooser
 from porl_ros.core.phases import FINETUNE, PRESAMPLE
 from porl_ros.nodes.conversions import from_float32_field, to_float32_field
-from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
-from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
-                                   probability, run_node)
-from porl_ros.nodes.policy_server import NOT_LOADED_YET
+from porl_ros.nodes.diagnostics import Health, NodeDiagnostics, RateMeter
+from porl_ros.nodes.params import ParameterError, as_dict, declare_settings, run_node
 from porl_ros.nodes.qos import STREAM_QOS
 from porl_ros_interfaces.msg import Action, Observation
 from porl_ros_interfaces.srv import GetAction
 
-PARAMS = [
-    Param("checkpoint", "", "Actor checkpoint whose metadata gives the action bounds (required)."),
-    Param("bridge_id", 0, "Bridge whose observations this controller answers.", **non_negative()),
-    Param("seed", 0, "Seed of the epsilon-greedy generator.", **non_negative()),
-    Param("presample_epsilon", 0.3, "Epsilon at the start of the pre-sample stage.", **probability()),
-    Param("presample_epsilon_end", 0.3, "Epsilon at the end of its linear decay in pre-sample.", **probability()),
-    Param("presample_epsilon_decay_steps", 0, "Steps of that decay (0: constant).", **non_negative()),
-    Param("finetune_epsilon", 0.0, "Epsilon at the start of fine-tuning.", **probability()),
-    Param("finetune_epsilon_end", 0.0, "Epsilon at the end of its linear decay in fine-tune.", **probability()),
-    Param("finetune_epsilon_decay_steps", 0, "Steps of that decay (0: constant).", **non_negative()),
-    Param("presample_policy_action", "mean", "Policy action in pre-sample: 'mean' or 'sample'.",
-          **one_of("mean", "sample")),
-    Param("finetune_policy_action", "sample", "Policy action in fine-tune: 'mean' or 'sample' (SAC).",
-          **one_of("mean", "sample")),
-    Param("request_timeout_s", 15.0, "Retry a GetAction call unanswered for this long.", **positive()),
-    Param("observation_topic", "porl/observation", "Observations from the bridge."),
-    Param("action_topic", "porl/action", "Actions to the bridge."),
-    Param("get_action_service", "porl/get_action", "The policy server's GetAction service."),
-    DIAGNOSTICS_RATE_PARAM,
-]
-
 
 class ExplorationController(Node):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("exploration_controller", **node_kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        super().__init__(graph.CONTROLLER, **node_kwargs)
+        exploration, settings = declare_settings(self, graph.CONTROLLER)
+        self.p = p = as_dict(settings)
         if not p["checkpoint"]:
             raise ParameterError("parameter 'checkpoint' is required (it gives the action bounds)")
         try:
             _, meta = load_actor(p["checkpoint"])
         except CheckpointError as e:
             raise ParameterError(f"parameter 'checkpoint': {e}") from None
-        self.obs_dim = meta.obs_dim
-        self.greedy = EpsilonGreedy(meta.action_low, meta.action_high, seed=p["seed"])
-        self.epsilon = StagedEpsilon(
-            EpsilonSchedule(p["presample_epsilon"], p["presample_epsilon_end"], p["presample_epsilon_decay_steps"]),
-            EpsilonSchedule(p["finetune_epsilon"], p["finetune_epsilon_end"], p["finetune_epsilon_decay_steps"]))
-        self.steps_in_phase = {PRESAMPLE: 0, FINETUNE: 0}
+        self.obs_dim, self.act_dim = meta.obs_dim, meta.act_dim
+        self.chooser = ActionChooser(exploration, meta.action_low, meta.action_high, seed=p["seed"])
         self.current_phase = PRESAMPLE
         self.pending: Observation | None = None  # newest observation not yet answered
         self.request_sent_at = 0.0
         self.in_flight = None
         self.rejected_observations = 0
         self.rejections = collections.Counter()  # refused inputs by field
-        self.exploratory_actions = 0
-        self.actions_sent = 0
 
         self.client = self.create_client(GetAction, p["get_action_service"])
         self.action_pub = self.create_publisher(Action, p["action_topic"], STREAM_QOS)
@@ -112,8 +86,8 @@ class ExplorationController(Node):
             self.request_sent_at = time.monotonic()
             return
         phase = obs.phase if obs.phase in (PRESAMPLE, FINETUNE) else self.current_phase
-        mode = self.p["presample_policy_action" if phase == PRESAMPLE else "finetune_policy_action"]
-        request = GetAction.Request(deterministic=(mode == "mean"), min_policy_version=obs.required_policy_version)
+        request = GetAction.Request(deterministic=self.chooser.deterministic(phase),
+                                    min_policy_version=obs.required_policy_version)
         request.state = obs.state
         self.request_sent_at = time.monotonic()
         self.in_flight = self.client.call_async(request)
@@ -124,15 +98,15 @@ class ExplorationController(Node):
             return  # a newer observation arrived meanwhile; its own request answers it
         response = future.result()
         if response is None or not response.ok:
-            why = response.error if response is not None else "no response"
-            if why.startswith(NOT_LOADED_YET):
+            if response is not None and response.not_loaded_yet:
                 self._retry_later(obs, 0.002)  # the weights are on their way (lockstep): ask again soon
             else:
+                why = response.error if response is not None else "no response"
                 self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
                 self._retry_later(obs, 0.1)
             return
         try:
-            policy_action = from_float32_field(response.action, self.greedy.low.shape[0], "response.action")
+            policy_action = from_float32_field(response.action, self.act_dim, "response.action")
         except ValueError as e:
             self._reject("response.action", f"{e}; asking again")
             self._request(obs)
@@ -142,26 +116,22 @@ class ExplorationController(Node):
         if phase != self.current_phase:
             self.get_logger().info(f"phase is now {phase}")
             self.current_phase = phase
-        epsilon = self.epsilon.value(phase, self.steps_in_phase[phase])
-        self.steps_in_phase[phase] += 1
-        executed, exploratory = self.greedy(policy_action, epsilon)
+        executed, exploratory = self.chooser.explore(phase, policy_action)
         message = Action(bridge_id=obs.bridge_id, episode=obs.episode, step=obs.step,
                          exploratory=bool(exploratory), policy_version=response.policy_version)
         message.header.stamp = self.get_clock().now().to_msg()
         message.header.frame_id = obs.header.frame_id
         message.action = to_float32_field(executed)
         self.action_pub.publish(message)
-        self.actions_sent += 1
-        self.exploratory_actions += int(exploratory)
         self.action_meter.tick()
 
     def _health(self) -> Health:
         waiting = time.monotonic() - self.request_sent_at if self.pending is not None else 0.0
         service_ready = self.client.service_is_ready()
         values = {"phase": self.current_phase, "observations_per_second": self.observation_meter.rate(),
-                  "actions_per_second": self.action_meter.rate(), "actions_sent": self.actions_sent,
-                  "exploratory_fraction": self.exploratory_actions / self.actions_sent if self.actions_sent else 0.0,
-                  "epsilon": self.epsilon.value(self.current_phase, self.steps_in_phase[self.current_phase]),
+                  "actions_per_second": self.action_meter.rate(), "actions_sent": self.chooser.actions,
+                  "exploratory_fraction": self.chooser.exploratory_actions / max(self.chooser.actions, 1),
+                  "epsilon": self.chooser.current_epsilon(self.current_phase),
                   "rejected_observations": self.rejected_observations,
                   "pending_observation": self.pending is not None, "seconds_waiting_for_action": waiting,
                   "seconds_since_last_observation": self.observation_meter.age(),

@@ -7,7 +7,8 @@ metrics log into `run_dir`. Its state (checkpoints + an fsync'd transition log, 
 porl_ros.core.learner_state) lives in `run_dir/state`, so `resume:=true` continues a run
 after a crash or a stop. In lockstep mode each transition's updates run before its
 TransitionAck, so the UTD ratio is exact; in free_running mode a training thread
-updates as fast as it can and the status reports the effective UTD.
+updates as fast as it can within the same budget and the status reports the effective UTD.
+Parameters: PorlConfig (the algorithm) and LearnerSettings (this node's runtime).
 """
 
 from __future__ import annotations
@@ -22,132 +23,50 @@ import numpy as np
 import torch
 from rclpy.node import Node
 
+from porl_ros import graph
 from porl_ros.core.checkpoint import CheckpointError, PolicyMeta, actor_to_bytes, load_actor, save_actor
 from porl_ros.core.config import PorlConfig
-from porl_ros.core.learner import TransitionRejected, build_learner
+from porl_ros.core.learner import TransitionRejected, build_learner, starting_actor
 from porl_ros.core.learner_state import LearnerStateError, LearnerStateStore, LoggedTransition, resume_learner
 from porl_ros.core.networks import SquashedGaussianActor
+from porl_ros.core.phases import DONE
 from porl_ros.monitoring.tensorboard import TensorBoardLogger
 from porl_ros.nodes.conversions import to_uint8_field
-from porl_ros.nodes.diagnostics import (DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter, learner_health,
-                                        seconds_since)
-from porl_ros.nodes.params import (Param, ParameterError, declare_params, non_negative, one_of, positive,
-                                   probability, run_node)
+from porl_ros.nodes.diagnostics import Health, NodeDiagnostics, RateMeter, learner_health, seconds_since
+from porl_ros.nodes.params import ParameterError, as_dict, declare_settings, run_node
 from porl_ros.nodes.qos import LATCHED_QOS, STATUS_QOS, STREAM_QOS
+from porl_ros.nodes.settings import LearnerSettings
 from porl_ros_interfaces.msg import PolicyWeights, TrainingStatus, Transition, TransitionAck
 
-LOCKSTEP, FREE_RUNNING = "lockstep", "free_running"
-DONE = "done"
-
-PARAMS = [
-    Param("checkpoint", "", "Pre-trained actor to fine-tune (actor.safetensors + meta.json). Empty: "
-          "SAC from scratch, sizes from 'env_id'."),
-    Param("env_id", "metaworld/push-v3", "Only used for sizes and bounds when 'checkpoint' is empty."),
-    Param("run_dir", "runs/latest", "Directory for checkpoints, metrics.jsonl and the final actor."),
-    Param("resume", False, "Continue the run whose state is in run_dir/state (last checkpoint + transition "
-          "log). False refuses a run_dir that already holds learner state."),
-    Param("keep_checkpoints", 2, "Full learner checkpoints kept (the newest that verifies is resumed).",
-          **positive()),
-    Param("log_sync_period_s", 0.25, "fsync the transition log at least this often (free_running, or "
-          "lockstep with log_fsync false; otherwise lockstep syncs before every ack).", **positive()),
-    Param("log_fsync", True, "Lockstep: fsync the transition log before each ack (an acked transition "
-          "survives a power loss). False: written but not fsync'd before the ack (survives a killed learner, "
-          "not a power loss; saves one disk flush per step), fsync'd every log_sync_period_s."),
-    Param("max_abs_reward", 1e6, "Transitions with |reward| above this are rejected.", **positive()),
-    Param("timing_mode", LOCKSTEP, "'lockstep' or 'free_running' (must match the bridges).",
-          **one_of(LOCKSTEP, FREE_RUNNING)),
-    Param("num_bridges", 1, "Number of bridges feeding this learner (bridge ids 0..N-1).", **positive()),
-    Param("total_env_steps", 20000, "End of the run: final checkpoint, then the learner exits "
-          "(0: run until stopped).", **non_negative()),
-    Param("presample_steps", 5000, "T: env steps of the pre-sample stage (actor frozen).", **non_negative()),
-    Param("n_critics", 10, "Critic ensemble size.", **positive()),
-    Param("n_target_critics", 2, "Target = min over this many randomly chosen target critics.", **positive()),
-    Param("critic_layer_norm", True, "LayerNorm in the critics."),
-    Param("critic_hidden", [256, 256], "Hidden layer sizes of each critic.",
-          check=lambda v: len(v) > 0 and all(0 < int(x) <= 65536 for x in v), requirement="1 to 65536 units each"),
-    Param("utd_ratio", 16, "Critic updates per env step (lockstep: exactly; free_running: at most).",
-          **positive()),
-    Param("presample_utd_ratio", 0, "Critic updates per env step in the pre-sample stage, where the actor is "
-          "frozen (0: utd_ratio).", **non_negative()),
-    Param("actor_update_every", 1, "Actor and temperature update every K critic updates (fine-tune).",
-          **positive()),
-    Param("batch_size", 256, "Minibatch size.", **positive()),
-    Param("learning_starts", 256, "Replay size before updates start.", **positive()),
-    Param("gamma", 0.99, "Discount.", check=lambda v: 0.0 <= v < 1.0, requirement="in [0, 1)"),
-    Param("tau", 0.005, "Polyak rate of the target critics.", check=lambda v: 0.0 < v <= 1.0,
-          requirement="in (0, 1]"),
-    Param("actor_lr", 3e-4, "Adam learning rate of the actor.", **positive()),
-    Param("critic_lr", 3e-4, "Adam learning rate of the critics.", **positive()),
-    Param("alpha_lr", 3e-4, "Adam learning rate of the entropy temperature.", **positive()),
-    Param("init_alpha", 0.1, "Initial entropy temperature.", **positive()),
-    Param("target_entropy", float("-inf"), "Target entropy; -inf means -act_dim."),
-    Param("replay_capacity", 1_000_000, "Replay buffer capacity (transitions).", **positive()),
-    Param("device", "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."),
-    Param("seed", 0, "Seed of critic initialisation, batches and action noise.", **non_negative()),
-    Param("torch_threads", 0, "CPU threads for torch (0: torch's default). In lockstep beside the other "
-          "nodes on a small CPU, 1 avoids OpenMP threads spinning against the simulator.", **non_negative()),
-    Param("weights_every_env_steps", 10, "Publish new actor weights at most every N env steps.",
-          **positive()),
-    Param("max_weights_rate_hz", 2.0, "free_running: at most this many weight broadcasts per second.",
-          **positive()),
-    Param("checkpoint_every_env_steps", 5000, "Full learner checkpoint (and actor_latest) every N env steps "
-          "(0: only at shutdown).",
-          **non_negative()),
-    Param("status_rate_hz", 2.0, "TrainingStatus publishing rate.", **positive()),
-    Param("tensorboard", True, "Write TensorBoard scalars (losses, Q statistics, alpha, success, return, rates, "
-          "phase, Q calibration gap) into run_dir/tensorboard, at the status rate and per episode."),
-    Param("stall_warn_s", 10.0, "Diagnostics: WARN when no transition arrived for this long mid-run.",
-          **positive()),
-    DIAGNOSTICS_RATE_PARAM,
-    Param("presample_epsilon", 0.3, "Reported in TrainingStatus (the controller applies it).",
-          **probability()),
-    Param("transition_topic", "/porl/transition", "Transitions from the bridges."),
-    Param("ack_topic", "/porl/transition_ack", "Lockstep acknowledgements to the bridges."),
-    Param("weights_topic", "/porl/policy_weights", "Versioned actor weights (latched)."),
-    Param("status_topic", "/porl/status", "TrainingStatus."),
-]
+# TrainingStatus.epsilon: the fraction of exploratory actions among this many latest transitions.
+EXPLORATION_WINDOW = 200
 
 
-def _porl_config(p: dict) -> PorlConfig:
-    try:
-        return PorlConfig(
-            n_critics=p["n_critics"], n_target_critics=p["n_target_critics"],
-            critic_layer_norm=p["critic_layer_norm"], critic_hidden=tuple(p["critic_hidden"]),
-            utd_ratio=p["utd_ratio"], presample_utd_ratio=p["presample_utd_ratio"] or None,
-            actor_update_every=p["actor_update_every"], batch_size=p["batch_size"],
-            learning_starts=p["learning_starts"], gamma=p["gamma"], tau=p["tau"], actor_lr=p["actor_lr"],
-            critic_lr=p["critic_lr"], alpha_lr=p["alpha_lr"], init_alpha=p["init_alpha"],
-            target_entropy=None if p["target_entropy"] == float("-inf") else p["target_entropy"],
-            presample_steps=p["presample_steps"], device=p["device"], seed=p["seed"])
-    except ValueError as e:
-        raise ParameterError(f"parameter {e}") from None
-
-
-def _initial_actor(p: dict, config: PorlConfig) -> tuple[SquashedGaussianActor, PolicyMeta | None]:
-    if p["checkpoint"]:
+def _initial_actor(settings: LearnerSettings, config: PorlConfig) -> tuple[SquashedGaussianActor, PolicyMeta | None]:
+    if settings.checkpoint:
         try:
-            return load_actor(p["checkpoint"])
+            actor, meta = load_actor(settings.checkpoint)
         except CheckpointError as e:
             raise ParameterError(f"parameter 'checkpoint': {e}") from None
+        try:
+            return starting_actor(config, actor), meta
+        except ValueError as e:
+            raise ParameterError(f"parameter 'actor_log_std_init': {e}") from None
     from porl_ros.envs.registry import make_env  # only needed for a from-scratch run
-    env = make_env(p["env_id"])
+    env = make_env(settings.env_id)
     spec = env.spec
     env.close()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        actor = SquashedGaussianActor(spec.obs_dim, spec.act_dim, config.actor_hidden,
-                                      spec.action_low, spec.action_high)
-    return actor, None
+    return starting_actor(config, spec=spec), None
 
 
 class LearnerNode(Node):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("learner", **node_kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        super().__init__(graph.LEARNER, **node_kwargs)
+        config, settings = declare_settings(self, graph.LEARNER)
+        self.p = p = as_dict(settings)
         if p["torch_threads"]:
             torch.set_num_threads(p["torch_threads"])
-        config = _porl_config(p)
-        actor, meta = _initial_actor(p, config)
+        actor, meta = _initial_actor(settings, config)
         self.env_id = meta.env_id if meta else p["env_id"]
         self.learner = build_learner(actor, config, p["replay_capacity"], p["num_bridges"],
                                      p["weights_every_env_steps"], max_abs_reward=p["max_abs_reward"])
@@ -174,7 +93,8 @@ class LearnerNode(Node):
         self.done = False
         self.closed = False
         self.last_weights_time = 0.0
-        self.lockstep = p["timing_mode"] == LOCKSTEP
+        self.lockstep = p["timing_mode"] == graph.LOCKSTEP
+        self.recent_exploratory: collections.deque = collections.deque(maxlen=EXPLORATION_WINDOW)
 
         self.weights_pub = self.create_publisher(PolicyWeights, p["weights_topic"], LATCHED_QOS)
         self.status_pub = self.create_publisher(TrainingStatus, p["status_topic"], STATUS_QOS)
@@ -229,6 +149,7 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ transitions
     def _on_transition(self, msg: Transition) -> None:
         self.transition_meter.tick()
+        self.recent_exploratory.append(bool(msg.exploratory))
         if self.done:
             self._ack(msg)
             return
@@ -288,21 +209,20 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ free running
     def _train_forever(self) -> None:
-        """Free running: update as fast as the CPU/GPU allows, but never more than `utd_ratio`
-        updates per stored env step, and never ahead of waiting transitions."""
-        learner, starts = self.learner, self.learner.config.effective_learning_starts
+        """Free running: update as fast as the CPU/GPU allows, within the learner's budget (at most
+        its UTD ratio per stored env step), and never ahead of waiting transitions."""
+        learner = self.learner
         while not self.done and not self.finished:
             # Python locks are not fair: without this the trainer re-takes the lock at once
             # and the transition callback starves (the replay then lags the robot by minutes).
             while self._intake_waiting and not self.done:
                 time.sleep(0.0002)
-            owed = learner.agent.utd_ratio_now * (learner.env_steps - starts + 1)
-            if learner.agent.critic_updates >= owed:
+            if not learner.update_due():
                 time.sleep(0.002)  # caught up with the data: wait for the robot
                 continue
             with self.lock:
                 metrics = learner.train_one_update()
-                due = (learner.agent.actor_updates > learner._actor_updates_published
+                due = (learner.actor_changed()
                        and time.monotonic() - self.last_weights_time > 1.0 / self.p["max_weights_rate_hz"])
                 if due:
                     self._publish_weights()
@@ -332,7 +252,7 @@ class LearnerNode(Node):
             last_episode_return=s["last_episode_return"], critic_loss=s["critic_loss"], actor_loss=s["actor_loss"],
             alpha=s["alpha"], q_mean=s["q_mean"], replay_size=s["replay_size"],
             updates_per_second=s["updates_per_second"], effective_utd=s["effective_utd"],
-            epsilon=self.p["presample_epsilon"] if s["phase"] == "presample" else 0.0,
+            epsilon=float(np.mean(self.recent_exploratory)) if self.recent_exploratory else 0.0,
             q_calibration_gap=s["q_calibration_gap"], seq_gaps=s["seq_gaps"],
             rejected_transitions=s["rejected_transitions"])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -393,7 +313,7 @@ class LearnerNode(Node):
             return
         with self.lock:
             self.done = True
-            if self.learner.agent.actor_updates > self.learner._actor_updates_published:
+            if self.learner.actor_changed():
                 self._publish_weights()
             save_actor(self.run_dir / "final_actor", self.learner.agent.actor, self.learner.policy_meta(self.env_id))
             summary = self.learner.summary()

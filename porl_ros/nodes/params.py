@@ -1,18 +1,18 @@
-"""Declaring, documenting and validating node parameters in one place.
+"""Node parameters from the settings classes, and the loop that runs a node.
 
-Each node lists its parameters as `Param`s; `declare_params` declares them with their
-descriptions (so `ros2 param describe` explains them) and returns the values; a failed
-check raises ParameterError naming the parameter, and `run_node` turns that into one
-clear log line and exit code 2 instead of a traceback.
+`declare_settings` declares one ROS parameter per field of a node's settings classes
+(porl_ros/nodes/settings.py: NODE_SETTINGS), with the field's description and what it
+accepts (so `ros2 param describe` explains it), and returns the validated instances. An
+Optional field is declared dynamically typed: unset or `none` means None (see
+porl_ros/core/settings.py). A bad value raises ParameterError naming the parameter, and
+`run_node` turns that into one clear log line and exit code 2 instead of a traceback.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import rclpy
@@ -21,56 +21,38 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.experimental.events_executor import EventsExecutor
 from rclpy.node import Node
 
+from porl_ros.core.settings import SettingError, fields_of
+from porl_ros.nodes.settings import NODE_SETTINGS
+
 
 class ParameterError(ValueError):
     """A parameter value a node refuses."""
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    default: Any
-    description: str
-    check: Optional[Callable[[Any], bool]] = None
-    requirement: str = ""  # what `check` demands, for the error message
-
-    def validate(self, value: Any) -> Any:
-        if isinstance(self.default, float) and isinstance(value, int):
-            value = float(value)
-        if isinstance(value, float) and math.isnan(value):
-            raise ParameterError(f"parameter '{self.name}' is NaN")
-        if self.check is not None and not self.check(value):
-            raise ParameterError(f"parameter '{self.name}' = {value!r} is invalid: must be {self.requirement}")
-        return value
-
-
-def positive(p: str = "> 0"):
-    return dict(check=lambda v: v > 0, requirement=p)
-
-
-def non_negative():
-    return dict(check=lambda v: v >= 0, requirement=">= 0")
-
-
-def one_of(*choices: str):
-    return dict(check=lambda v: v in choices, requirement=f"one of {list(choices)}")
-
-
-def probability():
-    return dict(check=lambda v: 0.0 <= v <= 1.0, requirement="in [0, 1]")
-
-
-def declare_params(node: Node, params: list[Param]) -> dict[str, Any]:
-    """Declare every parameter (with its description) and return validated values."""
-    values = {}
-    for p in params:
-        descriptor = ParameterDescriptor(description=p.description)
+def declare_settings(node: Node, kind: str) -> tuple:
+    """Declare the parameters of a node of this kind (a graph node name, whatever the node was
+    renamed to) and return its settings instances, in NODE_SETTINGS order."""
+    out = []
+    for cls in NODE_SETTINGS[kind]:
+        values: dict[str, Any] = {}
+        for info in fields_of(cls):
+            descriptor = ParameterDescriptor(description=f"{info.doc} Accepts {info.requirement}.",
+                                             dynamic_typing=info.optional)
+            default = list(info.default) if info.sequence else info.default
+            try:
+                values[info.name] = node.declare_parameter(info.name, default, descriptor).value
+            except Exception as e:  # rclpy raises InvalidParameterTypeException etc.
+                raise ParameterError(f"parameter '{info.name}': {e}") from None
         try:
-            value = node.declare_parameter(p.name, p.default, descriptor).value
-        except Exception as e:  # rclpy raises InvalidParameterTypeException etc.
-            raise ParameterError(f"parameter '{p.name}': {e}") from None
-        values[p.name] = p.validate(value)
-    return values
+            out.append(cls(**values))
+        except SettingError as e:
+            raise ParameterError(f"parameter {e}") from None
+    return tuple(out)
+
+
+def as_dict(*settings) -> dict[str, Any]:
+    """The values of several settings instances in one name -> value dict."""
+    return {name: value for instance in settings for name, value in vars(instance).items()}
 
 
 def run_node(factory: Callable[[], Node], args: Optional[list[str]] = None, threads: int = 1) -> int:

@@ -14,34 +14,25 @@ import numpy as np
 import torch
 from rclpy.node import Node
 
+from porl_ros import graph
 from porl_ros.core.checkpoint import CheckpointError, actor_from_bytes, load_actor
+from porl_ros.core.device import resolve_device
 from porl_ros.nodes.conversions import from_float32_field, from_uint8_field, to_float32_field
-from porl_ros.nodes.diagnostics import DIAGNOSTICS_RATE_PARAM, Health, NodeDiagnostics, RateMeter
-from porl_ros.nodes.params import Param, ParameterError, declare_params, non_negative, run_node
+from porl_ros.nodes.diagnostics import Health, NodeDiagnostics, RateMeter
+from porl_ros.nodes.params import ParameterError, as_dict, declare_settings, run_node
 from porl_ros.nodes.qos import LATCHED_QOS
 from porl_ros_interfaces.msg import PolicyWeights
 from porl_ros_interfaces.srv import GetAction
 
-# Start of GetAction's error when the requested policy version has not arrived yet.
-NOT_LOADED_YET = "policy version not loaded yet"
-
-PARAMS = [
-    Param("checkpoint", "", "Actor checkpoint directory (actor.safetensors + meta.json) to serve "
-          "until the learner publishes newer weights; empty: wait for the weights topic."),
-    Param("device", "cpu", "Torch device for inference ('cpu', 'cuda', 'auto')."),
-    Param("seed", 0, "Seed of the action-sampling generator (stochastic requests).", **non_negative()),
-    Param("get_action_service", "porl/get_action", "Service name of GetAction."),
-    Param("weights_topic", "/porl/policy_weights", "Latched topic of versioned actor weights."),
-    DIAGNOSTICS_RATE_PARAM,
-]
-
 
 class PolicyServer(Node):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("policy_server", **node_kwargs)
-        self.p = declare_params(self, PARAMS)
-        self.device = "cuda" if self.p["device"] == "auto" and torch.cuda.is_available() else (
-            "cpu" if self.p["device"] == "auto" else self.p["device"])
+        super().__init__(graph.POLICY_SERVER, **node_kwargs)
+        self.p = as_dict(*declare_settings(self, graph.POLICY_SERVER))
+        try:
+            self.device = str(resolve_device(self.p["device"]))
+        except ValueError as e:
+            raise ParameterError(f"parameter 'device': {e}") from None
         self.actor = None
         self.meta = None
         self.version = 0
@@ -132,8 +123,8 @@ class PolicyServer(Node):
         if actor is None or version < request.min_policy_version:
             self.version_refusals += 1
             have = "no policy" if actor is None else f"version {version}"
-            response.ok, response.policy_version = False, version
-            response.error = f"{NOT_LOADED_YET}: asked for >= {request.min_policy_version}, have {have}"
+            response.ok, response.not_loaded_yet, response.policy_version = False, True, version
+            response.error = f"policy version not loaded yet: asked for >= {request.min_policy_version}, have {have}"
             return response
         try:
             state = from_float32_field(request.state, actor.obs_dim, "state")

@@ -25,33 +25,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 
-from porl_ros.nodes.params import Param, ParameterError, declare_params, non_negative, positive, run_node
+from porl_ros import graph
+from porl_ros.nodes.params import ParameterError, as_dict, declare_settings, run_node
 from porl_ros.nodes.qos import STATUS_QOS
-
-DEFAULT_JOINTS = [f"joint_{i}" for i in range(1, 8)]
-
-PARAMS = [
-    Param("joint_names", DEFAULT_JOINTS, "Arm joints, in order (at least 4 for the kinematics)."),
-    Param("gripper_joint", "gripper", "Name of the gripper's joint in JointState (empty: no gripper)."),
-    Param("rate_hz", 100.0, "Integration and JointState publishing rate.", **positive()),
-    Param("position_lower", [-2.8], "Hard lower joint limits (rad); one value for all joints.", ),
-    Param("position_upper", [2.8], "Hard upper joint limits (rad).", ),
-    Param("max_velocity", [2.0], "Hard joint speed limits (rad/s); faster commands saturate."),
-    Param("initial_positions", [0.0, 0.4, 0.8, 0.4, 0.0, 0.0, 0.0], "Joint positions at start."),
-    Param("link_lengths", [0.4, 0.4, 0.1], "Lengths of the three pitch links (m).", ),
-    Param("base_height", 0.3, "Height of the first pitch joint (m).", **non_negative()),
-    Param("gripper_range", [0.0, 0.08], "Gripper opening range (m)."),
-    Param("gripper_speed", 0.1, "Gripper opening speed (m/s).", **positive()),
-    Param("goal_joint_positions", [0.0], "Goal of the success signal ([0.0] with one value: all joints 0)."),
-    Param("goal_tolerance", 0.05, "Success when every joint is within this of the goal (rad).", **positive()),
-    Param("frame_id", "base_link", "Frame of the published pose (and of accepted twists)."),
-    Param("velocity_command_topic", "/forward_velocity_controller/commands", "Joint velocity commands."),
-    Param("twist_command_topic", "/servo_node/delta_twist_cmds", "Cartesian velocity commands."),
-    Param("gripper_command_topic", "/gripper_controller/commands", "Gripper opening commands."),
-    Param("joint_states_topic", "/joint_states", "Published joint states."),
-    Param("ee_pose_topic", "/ee_pose", "Published end-effector pose."),
-    Param("success_topic", "/task_success", "Published success flag."),
-]
 
 
 def _broadcast(values, size: int, name: str) -> np.ndarray:
@@ -91,8 +67,8 @@ class ArmKinematics:
 
 class SimHardware(Node):
     def __init__(self, **node_kwargs) -> None:
-        super().__init__("sim_hardware", **node_kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        super().__init__(graph.SIM_HARDWARE, **node_kwargs)
+        self.p = p = as_dict(*declare_settings(self, graph.SIM_HARDWARE))
         self.joint_names = list(p["joint_names"])
         n = len(self.joint_names)
         if n < 4:

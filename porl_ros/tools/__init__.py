@@ -1,2 +1,3 @@
-"""Command-line tools that need no ROS: `pretrain` (demonstrations + behaviour cloning)
-and `evaluate` (success rate and return of a saved policy)."""
+"""Command-line tools that need no ROS: `pretrain` (demonstrations + behaviour cloning),
+`evaluate` (success rate and return of a saved policy), `experiment` (the grid of PORL
+variants), `parameter_docs` (writes docs/parameters.md) and `fastdds_profile`."""

@@ -36,7 +36,23 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from porl_ros import graph
+from porl_ros.core.settings import NON_NEGATIVE, POSITIVE, PROBABILITY, Settings, SettingError, add_options, \
+    from_options, setting
 from porl_ros.envs.base import EnvBackend
+
+
+@dataclass
+class PretrainSettings(Settings):
+    """How the pre-trained (BC) policy is made: by this tool, `porl-ros run` without a checkpoint,
+    and the experiment grid."""
+
+    demos: int = setting(10, "Demonstrations to keep.", POSITIVE)
+    expert_noise: float = setting(0.3, "Gaussian action-noise std of the scripted expert, in half action ranges.",
+                                  NON_NEGATIVE)
+    suboptimal_prob: float = setting(0.1, "Per-step probability of a uniformly random action instead of the "
+                                          "expert's.", PROBABILITY)
+    bc_steps: int = setting(1000, "Behaviour-cloning gradient steps.", POSITIVE)
 
 
 @dataclass
@@ -129,15 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="porl_ros.tools.pretrain",
                                 description="Collect noisy expert demonstrations and "
                                             "behaviour-clone a policy checkpoint.")
-    p.add_argument("--env", default="metaworld/push-v3", help="env id (default metaworld/push-v3)")
+    p.add_argument("--env", default=graph.DEFAULT_ENV_ID, help=f"env id (default {graph.DEFAULT_ENV_ID})")
     p.add_argument("--out", default="checkpoints/bc", help="checkpoint directory to write")
-    p.add_argument("--demos", type=int, default=10,
-                   help="demonstrations to keep (default 10)")
-    p.add_argument("--expert-noise", type=float, default=0.3,
-                   help="Gaussian action-noise std, in half action ranges (default 0.3)")
-    p.add_argument("--suboptimal-prob", type=float, default=0.1,
-                   help="per-step probability of a uniformly random action instead of "
-                        "the expert's (default 0.1)")
+    add_options(p, PretrainSettings, title="demonstrations and BC")
     p.add_argument("--keep", choices=("success", "all"), default="success",
                    help="keep only successful demonstrations (default) or all")
     p.add_argument("--max-attempts", type=int, default=None,
@@ -147,12 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episode length (default: the environment's)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of demonstrations (episode k uses seed+k) and BC (default 0)")
-    p.add_argument("--bc-steps", type=int, default=1000, help="BC gradient steps (default 1000)")
-    p.add_argument("--batch-size", type=int, default=256, help="BC batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="BC learning rate (default 1e-3)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256],
-                   help="actor hidden sizes (default 256 256)")
-    p.add_argument("--device", default="cpu", help="torch device for BC (default cpu)")
+    from porl_ros.core.bc import BCConfig
+    bc = BCConfig()
+    p.add_argument("--batch-size", type=int, default=bc.batch_size, help=f"BC batch size (default {bc.batch_size})")
+    p.add_argument("--lr", type=float, default=bc.lr, help=f"BC learning rate (default {bc.lr:g})")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(bc.hidden),
+                   help=f"actor hidden sizes (default {' '.join(map(str, bc.hidden))})")
+    p.add_argument("--device", default=bc.device, help=f"torch device for BC (default {bc.device})")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="evaluate the result on this many episodes (0: skip; default 10)")
     p.add_argument("--eval-seed", type=int, default=None,
@@ -168,15 +179,14 @@ def _error(msg: str) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("demos", "bc_steps", "batch_size"):
-        if getattr(args, name) < 1:
-            return _error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        from_options(PretrainSettings, args)
+    except SettingError as exc:
+        return _error(str(exc))
+    if args.batch_size < 1:
+        return _error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.eval_episodes < 0:
         return _error(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if not 0.0 <= args.suboptimal_prob <= 1.0:
-        return _error(f"--suboptimal-prob must be in [0, 1], got {args.suboptimal_prob}")
-    if args.expert_noise < 0:
-        return _error(f"--expert-noise must be >= 0, got {args.expert_noise}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         return _error(f"--out {args.out!r} exists and is not a directory")
 
