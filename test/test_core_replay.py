@@ -122,3 +122,17 @@ def test_save_replaces_atomically(tmp_path):
     filled(9, capacity=10, seed=1).save(path)
     assert len(ReplayBuffer.load(path)) == 9
     assert sorted(os.listdir(tmp_path)) == ["r.safetensors"]
+
+
+def test_mc_returns_are_set_by_insert_number_and_skip_overwritten_rows(tmp_path):
+    rb = ReplayBuffer(4, 3, 2)
+    numbers = [rb.add(np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False) for _ in range(6)]
+    assert numbers == list(range(6)) and rb.added == 6
+    assert rb.set_mc_returns(numbers, np.arange(6.0)) == 4  # 0 and 1 were overwritten by the ring
+    np.testing.assert_array_equal(rb.column("mc_return"), [2, 3, 4, 5])
+    with pytest.raises(ValueError, match="NaN"):
+        rb.set_mc_returns([5], [float("nan")])
+    rb.save(tmp_path / "r.safetensors")
+    loaded = ReplayBuffer.load(tmp_path / "r.safetensors")
+    np.testing.assert_array_equal(loaded.column("mc_return"), [2, 3, 4, 5])
+    assert loaded.added == 6 and loaded.sample(8).mc_return.shape == (8,)

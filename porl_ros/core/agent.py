@@ -5,6 +5,15 @@ presample: the (pre-trained) actor is frozen, bit for bit, parameters and optimi
     at a high update-to-data ratio, from what the frozen policy collects.
 finetune:  standard SAC: critics every update, actor and temperature every K updates.
 
+Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation):
+  mc_lower_bound        the TD target is floored by the discounted return the episode
+                        actually collected from the transition on (Cal-QL-style anchoring);
+  trust_region_weight   the actor loss adds w * ||mean action - pre-trained mean action||^2
+                        (normalised actions) toward a frozen copy of the starting actor;
+  trust_region_q_filter ... only where the critic rates the pre-trained action higher;
+  actor_q_normalise     the actor's Q term is divided by the batch mean |Q| (TD3+BC), so the
+                        trust-region weight means the same whatever the reward scale.
+
 All randomness (initialisation, target-subset choice, action noise in updates, batch
 indices) comes from generators seeded with config.seed, so a CPU run is reproducible
 bit for bit and the global RNGs are left untouched.
@@ -54,6 +63,12 @@ class PorlAgent:
         if not (torch.allclose(actor.action_low.cpu(), low) and torch.allclose(actor.action_high.cpu(), high)):
             raise ValueError("actor's action bounds differ from the agent's action_low/action_high")
         self.actor = actor.to(self.device)
+        # The starting (pre-trained) policy, frozen: the trust region's anchor.
+        self.reference = (copy.deepcopy(self.actor).requires_grad_(False).eval()
+                          if cfg.trust_region_weight > 0 else None)
+        # The best actor seen so far (the regression guard's judgement): restored when the
+        # fine-tuned one falls behind. The starting actor until a better one is seen.
+        self.best_actor = copy.deepcopy(self.actor).requires_grad_(False).eval()
         self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), device=self.device, requires_grad=True)
@@ -68,6 +83,7 @@ class PorlAgent:
         self.phase = PRESAMPLE if cfg.presample_steps > 0 else FINETUNE
         self.critic_updates = 0
         self.actor_updates = 0
+        self.actor_restores = 0
 
     # ------------------------------------------------------------------ phases
     def set_phase(self, name: str) -> None:
@@ -96,6 +112,9 @@ class PorlAgent:
         next_q = self.critic_target(batch.next_obs, next_action, members).min(dim=0).values
         soft_q = next_q - self.log_alpha.exp() * next_log_prob
         y = batch.reward + self.config.gamma * (1.0 - batch.terminated) * soft_q
+        if self.config.mc_lower_bound and batch.mc_return is not None:
+            # What the episode actually collected is a floor under the value (-inf: not known yet).
+            y = torch.maximum(y, batch.mc_return)
         return y, members
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -115,17 +134,39 @@ class PorlAgent:
         names = ["critic_loss", "q_mean", "q_std"]
         if self.phase == FINETUNE and self.critic_updates % cfg.actor_update_every == 0:
             stats += self._update_actor_and_alpha(batch.obs)
-            names += ["actor_loss", "alpha_loss", "alpha", "entropy"]
+            names += ["actor_loss", "alpha_loss", "alpha", "entropy", "trust_region"]
         return dict(zip(names, torch.stack(stats).tolist()))  # one device sync per update
 
+    def _trust_region(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance (normalised actions) of the actor's mean action from the frozen
+        pre-trained one; with the Q-filter, only over states where the critic prefers the latter."""
+        mean = self.actor.mean_action(obs)
+        with torch.no_grad():
+            anchor = self.reference.mean_action(obs)
+        distance = ((mean - anchor) / self.actor.action_scale).pow(2).sum(dim=-1)
+        if self.config.trust_region_q_filter:
+            with torch.no_grad():
+                q = self.critic(torch.cat([obs, obs]), torch.cat([mean.detach(), anchor])).mean(dim=0)
+                distance = distance * (q[len(obs):] > q[:len(obs)])
+        return distance.mean()
+
     def _update_actor_and_alpha(self, obs: torch.Tensor) -> list[torch.Tensor]:
-        """Maximise mean-ensemble Q + entropy; then tune alpha toward the target entropy."""
+        """Maximise mean-ensemble Q + entropy (- the trust region); then tune alpha toward the
+        target entropy."""
+        cfg = self.config
         self.critic.requires_grad_(False)  # no wasted critic gradients
         try:
             action, log_prob = self.actor(obs, self.torch_gen)
             q = self.critic(obs, action).mean(dim=0)
+            q_term = q.mean()
+            if cfg.actor_q_normalise:
+                q_term = q_term / q.detach().abs().mean().clamp_min(1e-6)
             alpha = self.log_alpha.detach().exp()
-            actor_loss = (alpha * log_prob - q).mean()
+            actor_loss = (alpha * log_prob).mean() - q_term
+            trust_region = torch.zeros((), device=self.device)
+            if self.reference is not None:
+                trust_region = self._trust_region(obs)
+                actor_loss = actor_loss + cfg.trust_region_weight * trust_region
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_opt.step()
@@ -137,7 +178,7 @@ class PorlAgent:
         self.alpha_opt.step()
         self.actor_updates += 1
         return [actor_loss.detach(), alpha_loss.detach(), self.log_alpha.detach().exp(),
-                -log_prob.detach().mean()]
+                -log_prob.detach().mean(), trust_region.detach()]
 
     @property
     def utd_ratio_now(self) -> int:
@@ -165,8 +206,28 @@ class PorlAgent:
         out["updates"] = float(updates)
         return out
 
+    # ------------------------------------------------------------------ best actor
+    def remember_best_actor(self) -> None:
+        """The current actor becomes the one restore_best_actor() puts back."""
+        self.best_actor.load_state_dict(self.actor.state_dict())
+
+    def restore_best_actor(self, lr_factor: float) -> None:
+        """Put the best actor back and back off: a fresh Adam (no momentum toward the regression)
+        with the actor learning rate times lr_factor."""
+        if not 0.0 < lr_factor <= 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor}")
+        self.actor.load_state_dict(self.best_actor.state_dict())
+        lr = self.actor_lr * lr_factor
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.actor_restores += 1
+
+    @property
+    def actor_lr(self) -> float:
+        return float(self.actor_opt.param_groups[0]["lr"])
+
     # ------------------------------------------------------------------ full state
-    _COUNTERS = ("critic_updates", "actor_updates")
+    _COUNTERS = ("critic_updates", "actor_updates", "actor_restores")
+    _MODULES = ("actor", "critic", "critic_target", "best_actor")
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything needed to resume learning exactly, as a flat name -> CPU tensor dict.
@@ -175,10 +236,11 @@ class PorlAgent:
         suitable for safetensors (no pickle).
         """
         out: dict[str, torch.Tensor] = {}
-        for prefix, module in (("actor", self.actor), ("critic", self.critic), ("critic_target", self.critic_target)):
-            for k, v in module.state_dict().items():
+        for prefix in self._MODULES:
+            for k, v in getattr(self, prefix).state_dict().items():
                 out[f"{prefix}.{k}"] = v.detach().cpu().clone()
         out["log_alpha"] = self.log_alpha.detach().cpu().clone()
+        out["actor_opt.lr"] = torch.tensor(self.actor_lr, dtype=torch.float64)  # lowered by restores
         for name, opt in (("actor_opt", self.actor_opt), ("critic_opt", self.critic_opt), ("alpha_opt", self.alpha_opt)):
             for idx, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
@@ -200,7 +262,8 @@ class PorlAgent:
                 raise ValueError(f"learner state: missing tensor {name!r}")
             return tensors[name]
 
-        for prefix, module in (("actor", self.actor), ("critic", self.critic), ("critic_target", self.critic_target)):
+        for prefix in self._MODULES:
+            module = getattr(self, prefix)
             sd = module.state_dict()
             new = {}
             for k, v in sd.items():
@@ -222,6 +285,7 @@ class PorlAgent:
                     state[idx] = {k.rsplit(".", 1)[1]: tensors[k].clone() for k in keys}
             sd["state"] = state
             opt.load_state_dict(sd)  # moves state to the parameters' device
+        self.actor_opt.param_groups[0]["lr"] = float(get("actor_opt.lr"))
         for c in self._COUNTERS:
             setattr(self, c, int(get(f"counter.{c}")))
         self.phase = PHASES[int(get("phase"))]

@@ -25,6 +25,7 @@ import torch
 from .agent import PorlAgent
 from .checkpoint import PolicyMeta
 from .config import PorlConfig
+from .guard import RegressionGuard
 from .networks import SquashedGaussianActor
 from .phases import FINETUNE, PRESAMPLE, PhaseSchedule
 from .replay import ReplayBuffer
@@ -57,6 +58,7 @@ class _OpenEpisode:
     states: list = field(default_factory=list)
     actions: list = field(default_factory=list)
     success: bool = False
+    inserts: list = field(default_factory=list)  # replay insert numbers, for the observed returns at its end
 
 
 class PorlLearner:
@@ -95,6 +97,11 @@ class PorlLearner:
         self._last_position: dict[int, tuple[int, int]] = {}  # source -> (episode, step) last stored
         self.policy_version = 0
         self._actor_updates_published = agent.actor_updates
+        self._restores_published = agent.actor_restores
+        cfg = self.config
+        self.guard = (RegressionGuard(cfg.guard_window, cfg.guard_success_margin, cfg.guard_return_margin)
+                      if cfg.regression_guard else None)
+        self.guard_events: list[str] = []  # what the guard did, for the node to log (drained by it)
         self.episodes: list[EpisodeRecord] = []
         self._open: dict[int, _OpenEpisode] = {}
         self._recent = collections.deque(maxlen=stats_window)
@@ -183,7 +190,7 @@ class PorlLearner:
         if seq > self.next_seq[source]:
             self.seq_gaps += seq - self.next_seq[source]
         self.next_seq[source] = seq + 1
-        self.replay.add(s, a, r * self.config.reward_scale, ns, bool(terminated), source=source)
+        insert = self.replay.add(s, a, r * self.config.reward_scale, ns, bool(terminated), source=source)
         self.env_steps += 1
         self._step_times.append((time.monotonic(), self.env_steps))
         if self.phase == PRESAMPLE and self.schedule.phase(self.env_steps) == FINETUNE:
@@ -195,6 +202,7 @@ class PorlLearner:
         current.rewards.append(r)
         current.states.append(s)
         current.actions.append(a)
+        current.inserts.append(insert)
         current.success |= bool(success)
         if terminated or truncated:
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
@@ -247,8 +255,9 @@ class PorlLearner:
         return metrics
 
     def actor_changed(self) -> bool:
-        """Whether the actor was updated since the last weights broadcast."""
-        return self.agent.actor_updates > self._actor_updates_published
+        """Whether the actor was updated (or restored) since the last weights broadcast."""
+        return (self.agent.actor_updates > self._actor_updates_published
+                or self.agent.actor_restores > self._restores_published)
 
     def weights_due(self) -> bool:
         """New weights are due when the actor changed and `weights_every` steps have passed."""
@@ -258,6 +267,7 @@ class PorlLearner:
         """Record a weights broadcast; returns its (strictly increasing) version."""
         self.policy_version += 1
         self._actor_updates_published = self.agent.actor_updates
+        self._restores_published = self.agent.actor_restores
         return self.policy_version
 
     def policy_meta(self, env_id: str = "") -> PolicyMeta:
@@ -274,9 +284,12 @@ class PorlLearner:
             "episodes": [dataclasses.asdict(r) for r in self.episodes],
             "open_episodes": {str(k): {"episode": v.episode, "rewards": list(v.rewards),
                                        "states": [x.tolist() for x in v.states],
-                                       "actions": [x.tolist() for x in v.actions], "success": v.success}
+                                       "actions": [x.tolist() for x in v.actions], "success": v.success,
+                                       "inserts": list(v.inserts)}
                               for k, v in self._open.items()},
             "last_position": {str(k): list(v) for k, v in self._last_position.items()},
+            "restores_published": self._restores_published,
+            "guard": self.guard.state() if self.guard is not None else None,
         }
 
     def load_bookkeeping_state(self, state: dict) -> None:
@@ -299,9 +312,12 @@ class PorlLearner:
             self._open = {int(k): _OpenEpisode(int(v["episode"]), [float(x) for x in v["rewards"]],
                                                [np.asarray(x, dtype=np.float32) for x in v["states"]],
                                                [np.asarray(x, dtype=np.float32) for x in v["actions"]],
-                                               bool(v["success"]))
+                                               bool(v["success"]), [int(x) for x in v["inserts"]])
                           for k, v in state["open_episodes"].items()}
             self._last_position = {int(k): (int(v[0]), int(v[1])) for k, v in state["last_position"].items()}
+            self._restores_published = int(state["restores_published"])
+            if self.guard is not None and state["guard"] is not None:
+                self.guard.load_state(state["guard"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"learner bookkeeping state: bad or missing field: {e}") from None
         self._recent.clear()
@@ -319,16 +335,20 @@ class PorlLearner:
     @torch.no_grad()
     def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
         gamma, scale = self.config.gamma, self.config.reward_scale
-        # Monte-Carlo return to go; a truncated episode bootstraps its tail with the critic.
-        tail = 0.0
+        # Discounted return to go of what the episode collected, in the critic's units: stored
+        # with each transition (the critic's Monte-Carlo lower bound reads it).
+        observed = np.empty(len(ep.rewards))
+        running = 0.0
+        for i in range(len(ep.rewards) - 1, -1, -1):
+            running = ep.rewards[i] * scale + gamma * running
+            observed[i] = running
+        self.replay.set_mc_returns(ep.inserts, observed)
+        # For calibration, a truncated episode bootstraps its tail with the critic.
+        returns = observed
         if bootstrap is not None:
             obs = torch.as_tensor(bootstrap, device=self.agent.device).unsqueeze(0)
             tail = float(self._q_estimates([bootstrap], [self.agent.actor.mean_action(obs)[0].cpu().numpy()])[0])
-        returns = np.empty(len(ep.rewards))
-        running = tail
-        for i in range(len(ep.rewards) - 1, -1, -1):
-            running = ep.rewards[i] * scale + gamma * running
-            returns[i] = running
+            returns = observed + tail * gamma ** np.arange(len(observed), 0, -1)
         gap = float(np.mean(self._q_estimates(ep.states, ep.actions) - returns))
         record = EpisodeRecord(source=source, episode=ep.episode, env_steps=self.env_steps, length=len(ep.rewards),
                                episode_return=float(sum(ep.rewards)), success=ep.success, phase=self.phase,
@@ -336,7 +356,21 @@ class PorlLearner:
         self.episodes.append(record)
         self._recent.append(record)
         del self._open[source]
+        self._judge(record)
         return record
+
+    def _judge(self, record: EpisodeRecord) -> None:
+        """The regression guard's verdict on a finished episode, carried out."""
+        if self.guard is None:
+            return
+        verdict = self.guard.observe(record.phase, record.success, record.episode_return)
+        if verdict.new_best:
+            self.agent.remember_best_actor()
+        elif verdict.restore:
+            self.agent.restore_best_actor(self.config.guard_lr_backoff)
+            self.guard_events.append(
+                f"regression guard at env step {self.env_steps}: {verdict.reason}; restored the best actor so far "
+                f"(restore {self.guard.restores}) and lowered the actor lr to {self.agent.actor_lr:.3g}")
 
     @staticmethod
     def _rate(samples: collections.deque) -> float:
@@ -370,6 +404,11 @@ class PorlLearner:
             "seq_gaps": self.seq_gaps,
             "rejected_transitions": sum(self.rejected.values()),
             "bridge_restarts": self.bridge_restarts,
+            "guard_restores": self.agent.actor_restores,
+            "actor_lr": self.agent.actor_lr,
+            "guard_baseline_success": self.guard.baseline.success_rate if self.guard and self.guard.baseline else -1.0,
+            "guard_window_success": (self.guard.last_window.success_rate
+                                     if self.guard and self.guard.last_window else -1.0),
         }
 
 

@@ -3,6 +3,11 @@
 All float columns of a transition live side by side in one [capacity, width] float32
 array, so a batch is one fancy-index gather, one torch.from_numpy(...).to(device) and
 column views: a single transfer per batch whatever the device.
+
+Besides what the bridge sent, each row has an `mc_return` column: the discounted return
+the episode actually collected from that step on, filled in by the learner when the
+episode ends (-inf until then: "not known yet"). The critic's optional Monte-Carlo lower
+bound reads it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from safetensors.numpy import save as st_save
 from ._atomic import atomic_write_bytes, read_safetensors_metadata
 
 FORMAT = "porl_ros.replay"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the mc_return column and the insert counter
 
 
 class ReplayFileError(ValueError):
@@ -32,6 +37,8 @@ class Batch(NamedTuple):
     reward: torch.Tensor  # [B]
     next_obs: torch.Tensor  # [B, obs_dim]
     terminated: torch.Tensor  # [B], 1.0 where the episode truly ended (no bootstrap)
+    # [B] observed discounted return to go, -inf where the episode has not ended yet
+    mc_return: Optional[torch.Tensor] = None
 
 
 class ReplayBuffer:
@@ -43,15 +50,17 @@ class ReplayBuffer:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         self.capacity, self.obs_dim, self.act_dim = int(capacity), int(obs_dim), int(act_dim)
         o, a = self.obs_dim, self.act_dim
-        # Column layout: obs | action | reward | next_obs | terminated
+        # Column layout: obs | action | reward | next_obs | terminated | mc_return
         self._cols = {"obs": slice(0, o), "action": slice(o, o + a), "reward": slice(o + a, o + a + 1),
                       "next_obs": slice(o + a + 1, 2 * o + a + 1),
-                      "terminated": slice(2 * o + a + 1, 2 * o + a + 2)}
-        self.width = 2 * o + a + 2
+                      "terminated": slice(2 * o + a + 1, 2 * o + a + 2),
+                      "mc_return": slice(2 * o + a + 2, 2 * o + a + 3)}
+        self.width = 2 * o + a + 3
         self._data = np.zeros((self.capacity, self.width), dtype=np.float32)
         self._source = np.zeros(self.capacity, dtype=np.int32)
         self.size = 0
         self.cursor = 0  # next slot to write
+        self.added = 0  # transitions ever added: the insert number of the next one
 
     def __len__(self) -> int:
         return self.size
@@ -68,8 +77,9 @@ class ReplayBuffer:
             raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
         return arr
 
-    def add(self, obs, action, reward, next_obs, terminated, source: int = 0) -> None:
-        """Append one transition; everything is validated before anything is written."""
+    def add(self, obs, action, reward, next_obs, terminated, source: int = 0) -> int:
+        """Append one transition and return its insert number (see set_mc_returns);
+        everything is validated before anything is written."""
         o = self._check("obs", obs, (self.obs_dim,))
         a = self._check("action", action, (self.act_dim,))
         r = self._check("reward", reward, ())
@@ -88,9 +98,26 @@ class ReplayBuffer:
         row[self._cols["reward"]] = r
         row[self._cols["next_obs"]] = no
         row[self._cols["terminated"]] = float(terminated)
+        row[self._cols["mc_return"]] = -np.inf
         self._source[self.cursor] = source
         self.cursor = (self.cursor + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.added += 1
+        return self.added - 1
+
+    def set_mc_returns(self, insert_numbers, returns) -> int:
+        """Record the observed return to go of earlier transitions, named by the insert numbers
+        add() gave them; those already overwritten by the ring are skipped. Returns how many
+        were written."""
+        numbers = np.asarray(insert_numbers, dtype=np.int64).reshape(-1)
+        values = np.asarray(returns, dtype=np.float32).reshape(-1)
+        if numbers.shape != values.shape:
+            raise ValueError(f"insert_numbers and returns differ in length ({numbers.size} vs {values.size})")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("returns contain NaN or inf")
+        live = (numbers < self.added) & (numbers >= self.added - self.size)
+        self._data[numbers[live] % self.capacity, self._cols["mc_return"].start] = values[live]
+        return int(live.sum())
 
     # ---------------------------------------------------------------- reading
     def sample(self, batch_size: int, device: str | torch.device = "cpu",
@@ -105,7 +132,8 @@ class ReplayBuffer:
         t = torch.from_numpy(self._data[idx]).to(device, non_blocking=True)
         c = self._cols
         return Batch(obs=t[:, c["obs"]], action=t[:, c["action"]], reward=t[:, c["reward"].start],
-                     next_obs=t[:, c["next_obs"]], terminated=t[:, c["terminated"].start])
+                     next_obs=t[:, c["next_obs"]], terminated=t[:, c["terminated"].start],
+                     mc_return=t[:, c["mc_return"].start])
 
     def _ordered(self) -> np.ndarray:
         """Indices of stored transitions, oldest first."""
@@ -113,20 +141,21 @@ class ReplayBuffer:
         return (start + np.arange(self.size)) % self.capacity
 
     def column(self, name: str) -> np.ndarray:
-        """A copy of one column (obs, action, reward, next_obs, terminated, source), oldest first."""
+        """A copy of one column (obs, action, reward, next_obs, terminated, mc_return, source), oldest first."""
         idx = self._ordered()
         if name == "source":
             return self._source[idx].copy()
         if name not in self._cols:
             raise ValueError(f"unknown column {name!r}")
         out = self._data[idx][:, self._cols[name]]
-        return out[:, 0].copy() if name in ("reward", "terminated") else out.copy()
+        return out[:, 0].copy() if name in ("reward", "terminated", "mc_return") else out.copy()
 
     # ---------------------------------------------------------------- disk
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically as safetensors; the ring position is kept in the header."""
         meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "capacity": str(self.capacity),
-                "size": str(self.size), "cursor": str(self.cursor), "obs_dim": str(self.obs_dim),
+                "size": str(self.size), "cursor": str(self.cursor), "added": str(self.added),
+                "obs_dim": str(self.obs_dim),
                 "act_dim": str(self.act_dim), "columns": json.dumps({k: [v.start, v.stop] for k, v in self._cols.items()})}
         blob = st_save({"data": np.ascontiguousarray(self._data[:self.size]),
                         "source": np.ascontiguousarray(self._source[:self.size])}, metadata=meta)
@@ -151,6 +180,7 @@ class ReplayBuffer:
         try:
             version = int(meta["format_version"])
             capacity, size, cursor = int(meta["capacity"]), int(meta["size"]), int(meta["cursor"])
+            added = int(meta["added"])
             obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
         except (KeyError, ValueError) as e:
             raise ReplayFileError(f"{path}: missing or bad header field: {e}") from None
@@ -161,10 +191,11 @@ class ReplayBuffer:
         if data is None or source is None or data.dtype != np.float32 or source.dtype != np.int32 \
                 or data.shape != (size, buf.width) or source.shape != (size,) \
                 or not 0 <= size <= capacity or not 0 <= cursor < capacity \
-                or (size < capacity and cursor != size % capacity):
+                or (size < capacity and cursor != size % capacity) \
+                or added < size or added % capacity != cursor:
             raise ReplayFileError(f"{path}: tensors do not match the header (capacity={capacity}, "
                                   f"size={size}, cursor={cursor})")
         buf._data[:size] = data
         buf._source[:size] = source
-        buf.size, buf.cursor = size, cursor
+        buf.size, buf.cursor, buf.added = size, cursor, added
         return buf

@@ -1,0 +1,109 @@
+"""The fine-tuning remedies of PorlConfig, each checked on its mechanism: the Monte-Carlo lower
+bound on the TD target, the trust region toward the frozen pre-trained actor (with its
+Q-filter) and the normalised Q term of the actor loss."""
+
+import numpy as np
+import pytest
+import torch
+
+from porl_ros.core import PorlAgent, PorlConfig, ReplayBuffer
+from porl_ros.core.learner import build_learner
+from porl_ros.core.networks import SquashedGaussianActor
+from porl_ros.core.replay import Batch
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def config(**kw) -> PorlConfig:
+    base = dict(n_critics=2, critic_hidden=(16,), actor_hidden=(16,), batch_size=8, presample_steps=0,
+                device="cpu", seed=0, actor_log_std_init=None)
+    return PorlConfig(**(base | kw))
+
+
+def constant_critic(agent: PorlAgent, value: float) -> None:
+    """Every critic (and target) outputs `value` whatever the input."""
+    with torch.no_grad():
+        for critic in (agent.critic, agent.critic_target):
+            critic.head.weight.zero_()
+            critic.head.bias.fill_(value)
+
+
+def batch(mc_return) -> Batch:
+    n = len(mc_return)
+    return Batch(obs=torch.zeros(n, 2), action=torch.zeros(n, 1), reward=torch.zeros(n), next_obs=torch.zeros(n, 2),
+                 terminated=torch.zeros(n), mc_return=torch.tensor(mc_return, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_mc_lower_bound_floors_the_td_target_where_the_return_is_known(on):
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(mc_lower_bound=on, gamma=0.5, init_alpha=1e-9))
+    constant_critic(agent, 2.0)  # TD target = 0 + 0.5 * 2 = 1
+    y, _ = agent.compute_target(batch([5.0, 0.5, float("-inf")]))
+    expected = [5.0, 1.0, 1.0] if on else [1.0, 1.0, 1.0]  # -inf: the episode has not ended yet
+    torch.testing.assert_close(y, torch.tensor(expected), rtol=0, atol=1e-5)
+
+
+def test_learner_stores_the_observed_discounted_return_when_an_episode_ends():
+    actor = SquashedGaussianActor(2, 1, (8,), [-1.0], [1.0])
+    learner = build_learner(actor, config(gamma=0.5, reward_scale=2.0, presample_steps=10), replay_capacity=10)
+    for step, reward in enumerate([1.0, 2.0, 4.0]):
+        learner.add_transition(0, step, 0, np.zeros(2), np.zeros(1), reward, np.zeros(2), False, step == 2, False,
+                               step=step)
+        if step < 2:
+            assert np.all(learner.replay.column("mc_return") == -np.inf)  # not known until the end
+    # Scaled rewards 2, 4, 8 with gamma 0.5, truncated: the tail beyond the episode counts as 0.
+    np.testing.assert_allclose(learner.replay.column("mc_return"), [2 + 0.5 * 4 + 0.25 * 8, 4 + 0.5 * 8, 8])
+
+
+def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:
+    """Train the actor for 200 updates against a critic that prefers action +1 everywhere;
+    returns the mean |change| of its mean action from the starting (pre-trained) one."""
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(2, 1, (16,), [-1.0], [1.0])
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(actor_lr=3e-3, **remedies), actor=actor)
+    with torch.no_grad():  # one hidden layer without LayerNorm: Q(s, a) = 160 (a + 1), rising in a
+        for critic in (agent.critic, agent.critic_target):
+            (linear,) = critic.linears
+            linear.weight.zero_()
+            linear.bias.fill_(1.0)
+            linear.weight[:, 2, :] = 1.0  # inputs are [s0, s1, a]
+            critic.head.weight.fill_(10.0)
+            critic.head.bias.zero_()
+    obs = torch.randn(64, 2)
+    start = agent.actor.mean_action(obs).detach()
+    for _ in range(200):
+        agent._update_actor_and_alpha(obs)
+    return float((agent.actor.mean_action(obs).detach() - start).abs().mean()), agent
+
+
+def test_trust_region_holds_the_actor_near_the_pretrained_policy():
+    free, _ = trained_actor_distance(critic_layer_norm=False)
+    held, agent = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0, actor_q_normalise=True)
+    assert free > 0.3 and held < 0.1 * free
+    assert agent.reference is not None and not any(p.requires_grad for p in agent.reference.parameters())
+
+
+def test_q_filter_lets_the_actor_leave_where_the_critic_prefers_its_action():
+    # The critic prefers +1: wherever the actor moved up, the pre-trained action rates lower,
+    # so the filtered trust region does not pull it back.
+    filtered, _ = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0,
+                                         actor_q_normalise=True, trust_region_q_filter=True)
+    held, _ = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0, actor_q_normalise=True)
+    assert filtered > 3 * held
+
+
+def test_normalised_q_term_does_not_depend_on_the_reward_scale():
+    def update_with_scale(scale: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        actor = SquashedGaussianActor(2, 1, (16,), [-1.0], [1.0])
+        agent = PorlAgent(2, 1, [-1.0], [1.0], config(actor_q_normalise=True, init_alpha=1e-9,
+                                                      trust_region_weight=1.0), actor=actor)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            agent.critic.head.weight.normal_()
+            agent.critic.head.weight.mul_(scale)
+            agent.critic.head.bias.fill_(scale)
+        agent._update_actor_and_alpha(torch.randn(32, 2))
+        return agent.actor.mu.weight.detach().clone()
+
+    torch.testing.assert_close(update_with_scale(1.0), update_with_scale(1000.0), rtol=1e-4, atol=1e-6)
