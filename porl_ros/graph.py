@@ -127,6 +127,9 @@ RUN_ARGUMENTS = (
                 (f"{LEARNER}.total_env_steps",)),
     RunArgument("presample_steps", "T, pre-sample env steps (default: the profile's)", int, None,
                 (f"{LEARNER}.presample_steps",)),
+    RunArgument("eval_every", "save the actor every N env steps for evaluation (porl-ros run evaluates each in "
+                "its own simulator; default: the learner's snapshot_every_env_steps)", int, None,
+                (f"{LEARNER}.snapshot_every_env_steps",)),
     RunArgument("run_dir", "learner output directory", str, None, (f"{LEARNER}.run_dir",), runner_option=False),
     RunArgument("resume", "continue the learner's run in its run dir from the last checkpoint + transition log",
                 bool, False, (f"{LEARNER}.resume",)),

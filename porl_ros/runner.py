@@ -173,6 +173,22 @@ def evaluate_checkpoint(env_id: str, checkpoint: str, episodes: int, episode_ste
         env.close()
 
 
+def start_evaluations(run_dir: Path, args: argparse.Namespace, before, eval_seed: int):
+    """Evaluate the learner's actor snapshots during the run (step 0 is the evaluation before)."""
+    from porl_ros.monitoring.evaluations import EVALUATIONS_FILE, SNAPSHOT_DIR, SnapshotEvaluator
+
+    results = run_dir / EVALUATIONS_FILE
+    evaluator = SnapshotEvaluator(run_dir / graph.LEARNER / SNAPSHOT_DIR, results, args.env, args.eval_episodes,
+                                  args.episode_steps, eval_seed)
+    if 0 not in {row["env_steps"] for row in evaluator.results}:
+        row = {"env_steps": 0, "success_rate": before.success_rate, "mean_return": before.mean_return,
+               "std_return": before.std_return, "policy_version": 0, "episodes": args.eval_episodes}
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        evaluator.results.append(row)
+    return evaluator.start()
+
+
 def pretrain(args: argparse.Namespace, out: Path) -> str:
     from porl_ros.tools import pretrain as pretrain_tool
     argv = ["--env", args.env, "--out", str(out), "--demos", str(args.pretrain_demos),
@@ -323,11 +339,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.episode_steps = resolve(graph.SIM_BRIDGE, args.profile)[0].max_episode_steps
     node_parameters(args, args.checkpoint, run_dir)  # a bad --param fails here, before any pre-training
     checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
-    before = None
+    before = evaluator = None
     if args.eval_episodes:
-        before = evaluate_checkpoint(args.env, checkpoint, args.eval_episodes, args.episode_steps, 10_000 + args.seed)
+        eval_seed = 10_000 + args.seed
+        before = evaluate_checkpoint(args.env, checkpoint, args.eval_episodes, args.episode_steps, eval_seed)
         print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
               f"({args.eval_episodes} episodes)")
+        evaluator = start_evaluations(run_dir, args, before, eval_seed)
 
     try:
         nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role,
@@ -350,6 +368,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         interrupted, code = True, 130
     finally:
         progress.close()
+    evaluations = evaluator.finish(timeout_s=5.0 if code else 600.0) if evaluator else []
     if code != 0:
         print(f"[porl] {'interrupted' if interrupted else 'fine-tuning failed'} (exit {code}); run dir {run_dir}")
         if args.role != "robot":
@@ -371,6 +390,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         after = evaluate_checkpoint(args.env, str(final), args.eval_episodes, args.episode_steps, 10_000 + args.seed)
         summary["before"] = before.to_dict() | {"per_episode": None}
         summary["after"] = after.to_dict() | {"per_episode": None}
+        summary["evaluations"] = evaluations
         print(f"[porl] success rate before fine-tuning: {before.success_rate:.2f} "
               f"(return {before.mean_return:.1f}); after: {after.success_rate:.2f} "
               f"(return {after.mean_return:.1f}) over {args.eval_episodes} episodes each")

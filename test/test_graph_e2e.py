@@ -82,7 +82,8 @@ def test_lockstep_run_goes_through_both_phases(tmp_path, checkpoint):
     try:
         steps, presample, utd, starts = 400, 200, 2, 32
         result, summary = _run(tmp_path, checkpoint, "--steps", str(steps), "--presample-steps", str(presample),
-                               "--param", f"learner:utd_ratio:={utd}", "--param", f"learner:presample_utd_ratio:={utd}")
+                               "--param", f"learner:utd_ratio:={utd}", "--param", f"learner:presample_utd_ratio:={utd}",
+                               "--eval-every", "200")
         time.sleep(0.5)
     finally:
         observer.close()
@@ -107,6 +108,10 @@ def test_lockstep_run_goes_through_both_phases(tmp_path, checkpoint):
     assert all(np.allclose(a, offline, atol=1e-6) for a in v0)
     assert not np.allclose(later[-1], offline, atol=1e-4)
     assert any(a.exploratory for a in observer.actions), "epsilon-greedy never explored in pre-sample"
+    # The actor saved for evaluation off the control loop every --eval-every env steps.
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "learner" / "snapshots").iterdir())
+    assert snapshots == ["step_00000200", "step_00000400"]
+    assert load_actor(tmp_path / "run" / "learner" / "snapshots" / "step_00000400")[1].policy_version > 1
 
 
 def test_free_running_learner_slower_than_bridge_reports_effective_utd(tmp_path, checkpoint):

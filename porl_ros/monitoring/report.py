@@ -4,7 +4,8 @@ Reads the learner's per-episode log (RUN_DIR/learner/metrics.jsonl, or RUN_DIR/m
 for a learner's own run_dir) and, when present, the runner's RUN_DIR/summary.json
 (before/after evaluation, presample_steps). Writes RUN_DIR/report.png with three panels
 against env steps:
-  success rate       trailing mean over `window` episodes; before/after evaluation marks
+  success rate       trailing mean over `window` episodes; before/after evaluation marks and
+                     the evaluations during the run (RUN_DIR/evaluations.jsonl)
   episode return     per episode (faint) and smoothed; before/after evaluation marks
   Q calibration gap  mean(Q(s,a) - discounted Monte-Carlo return) per episode: above 0
                      the critics overestimate, below 0 they underestimate
@@ -152,6 +153,7 @@ def summarize(rows: list[dict], summary: dict, window: int = DEFAULT_WINDOW) -> 
         "learner_wall_seconds": round(max(times) - min(times), 1) if len(times) > 1 else None,
         "before": _evaluation(summary, "before"),
         "after": _evaluation(summary, "after"),
+        "evaluations": summary.get("evaluations") or [],
     }
 
 
@@ -190,6 +192,13 @@ def render(rows: list[dict], report: dict, out_png: Path, title: str = "") -> Pa
     ax_gap.set_title("Q calibration: > 0 the critics overestimate the return, < 0 they underestimate it",
                      fontsize=9)
 
+    evaluations = report.get("evaluations") or []
+    if evaluations:
+        x = [row["env_steps"] for row in evaluations]
+        ax_success.plot(x, [row["success_rate"] for row in evaluations], color="black", lw=1.5, marker="D", ms=4,
+                        label=f"evaluation of the actor ({evaluations[0].get('episodes', '?')} episodes each)")
+        ax_return.plot(x, [row["mean_return"] for row in evaluations], color="black", lw=1.5, marker="D", ms=4,
+                       label="evaluation of the actor")
     # Evaluation before (at step 0) and after (at the last step) fine-tuning.
     for result, x, marker, color, name in ((before, 0.0, "o", "black", "before"),
                                             (after, x_end, "s", "tab:red", "after")):
@@ -236,6 +245,9 @@ def write_report(run_dir: str | Path, window: int = DEFAULT_WINDOW, out_dir: Opt
     rows, skipped = load_metrics(metrics)
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if not summary.get("evaluations"):  # a run that stopped early: what was evaluated so far
+        from porl_ros.monitoring.evaluations import EVALUATIONS_FILE, read_evaluations
+        summary["evaluations"] = read_evaluations(run_dir / EVALUATIONS_FILE)
     report = summarize(rows, summary, window)
     out_dir = Path(out_dir) if out_dir else run_dir
     png = out_dir / REPORT_PNG

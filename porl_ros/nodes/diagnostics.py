@@ -129,15 +129,17 @@ class NodeDiagnostics:
 
 
 def learner_health(summary: dict, *, done: bool, seconds_since_transition: float, seconds_since_weights: float,
-                   transitions_per_second: float, stall_warn_s: float = 10.0) -> Health:
+                   transitions_per_second: float, stall_warn_s: float = 10.0, last_guard_event: str = "") -> Health:
     """The learner node's Health from `PorlLearner.summary()` plus its own timing.
 
-    WARN when transitions stop arriving mid-run or some were missing (seq gaps) or refused.
+    WARN when transitions stop arriving mid-run or some were missing (seq gaps) or refused,
+    and when the regression guard has had to restore the best actor.
     """
     values = {key: summary[key] for key in (
         "phase", "env_steps", "episodes", "gradient_updates", "policy_version", "replay_size",
         "updates_per_second", "env_steps_per_second", "effective_utd", "success_rate",
-        "q_calibration_gap", "seq_gaps", "rejected_transitions") if key in summary}
+        "q_calibration_gap", "seq_gaps", "rejected_transitions", "guard_restores", "actor_lr",
+        "guard_baseline_success", "guard_window_success") if key in summary}
     values["transitions_per_second"] = transitions_per_second
     values["seconds_since_last_transition"] = seconds_since_transition
     values["seconds_since_last_weights"] = seconds_since_weights
@@ -151,4 +153,7 @@ def learner_health(summary: dict, *, done: bool, seconds_since_transition: float
         health.warn(f"{summary['seq_gaps']} transition(s) missing from the bridges' sequences")
     if summary.get("rejected_transitions", 0):
         health.warn(f"{summary['rejected_transitions']} invalid transition(s) refused")
+    if summary.get("guard_restores", 0):
+        health.warn(f"regression guard restored the best actor {summary['guard_restores']} time(s)"
+                    + (f"; last: {last_guard_event}" if last_guard_event else ""))
     return health

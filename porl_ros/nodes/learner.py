@@ -30,6 +30,7 @@ from porl_ros.core.learner import TransitionRejected, build_learner, starting_ac
 from porl_ros.core.learner_state import LearnerStateError, LearnerStateStore, LoggedTransition, resume_learner
 from porl_ros.core.networks import SquashedGaussianActor
 from porl_ros.core.phases import DONE
+from porl_ros.monitoring.evaluations import SNAPSHOT_DIR, snapshot_name
 from porl_ros.monitoring.tensorboard import TensorBoardLogger
 from porl_ros.nodes.conversions import to_uint8_field
 from porl_ros.nodes.diagnostics import Health, NodeDiagnostics, RateMeter, learner_health, seconds_since
@@ -93,6 +94,7 @@ class LearnerNode(Node):
         self.done = False
         self.closed = False
         self.last_weights_time = 0.0
+        self.last_guard_event = ""  # the regression guard's last restore, for diagnostics
         self.lockstep = p["timing_mode"] == graph.LOCKSTEP
         self.recent_exploratory: collections.deque = collections.deque(maxlen=EXPLORATION_WINDOW)
 
@@ -186,11 +188,14 @@ class LearnerNode(Node):
                                        f"fine-tuning the actor now")
             if record is not None:
                 self._log_episode(record)
+            if self.learner.guard_events:
+                self._report_guard()
             if self.lockstep:
                 self.learner.train()
                 if self.learner.weights_due():
                     self._publish_weights()
             self._maybe_checkpoint()
+            self._maybe_snapshot()
             if self.lockstep:
                 # Written (and by default fsync'd) before the ack: an acked transition survives kill -9.
                 self.store.sync(fsync=self.p["log_fsync"])
@@ -244,6 +249,14 @@ class LearnerNode(Node):
         self.weights_pub.publish(msg)
         self.last_weights_time = time.monotonic()
 
+    def _report_guard(self) -> None:
+        """The regression guard restored the best actor: say so and serve it at once; self.lock held."""
+        for event in self.learner.guard_events:
+            self.get_logger().warning(event)
+            self.last_guard_event = event
+        self.learner.guard_events.clear()
+        self._publish_weights()
+
     def _status_message(self) -> TrainingStatus:
         s = self.learner.summary()
         msg = TrainingStatus(
@@ -254,7 +267,8 @@ class LearnerNode(Node):
             updates_per_second=s["updates_per_second"], effective_utd=s["effective_utd"],
             epsilon=float(np.mean(self.recent_exploratory)) if self.recent_exploratory else 0.0,
             q_calibration_gap=s["q_calibration_gap"], seq_gaps=s["seq_gaps"],
-            rejected_transitions=s["rejected_transitions"])
+            rejected_transitions=s["rejected_transitions"], guard_restores=s["guard_restores"],
+            guard_baseline_success=s["guard_baseline_success"], guard_window_success=s["guard_window_success"])
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
 
@@ -273,7 +287,7 @@ class LearnerNode(Node):
         return learner_health(summary, done=self.done, seconds_since_transition=self.transition_meter.age(),
                               seconds_since_weights=seconds_since(self.last_weights_time),
                               transitions_per_second=self.transition_meter.rate(),
-                              stall_warn_s=self.p["stall_warn_s"])
+                              stall_warn_s=self.p["stall_warn_s"], last_guard_event=self.last_guard_event)
 
     def _log_episode(self, record) -> None:
         s = self.learner.summary()
@@ -293,6 +307,14 @@ class LearnerNode(Node):
         every = self.p["checkpoint_every_env_steps"]
         if every and self.learner.env_steps % every == 0 and self.learner.env_steps > 0:
             self._checkpoint()
+
+    def _maybe_snapshot(self) -> None:
+        """The actor every snapshot_every_env_steps env steps, for evaluation off the control loop
+        (porl-ros run evaluates each one in its own simulator); self.lock held."""
+        every, steps = self.p["snapshot_every_env_steps"], self.learner.env_steps
+        if every and steps % every == 0:
+            save_actor(self.run_dir / SNAPSHOT_DIR / snapshot_name(steps), self.learner.agent.actor,
+                       self.learner.policy_meta(self.env_id))
 
     def _checkpoint(self) -> None:
         """Full learner state (atomic), and the actor alone for deployment; self.lock held."""

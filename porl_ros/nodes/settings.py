@@ -58,6 +58,9 @@ class LearnerSettings(Settings):
                                          POSITIVE)
     checkpoint_every_env_steps: int = setting(5000, "Full learner checkpoint (and actor_latest) every N env "
                                                     "steps (0: only at shutdown).", NON_NEGATIVE)
+    snapshot_every_env_steps: int = setting(1000, "Save the actor every N env steps into run_dir/snapshots/"
+                                                  "step_<N> (checksummed), where porl-ros run evaluates it in its "
+                                                  "own simulator, off the control loop; 0: none.", NON_NEGATIVE)
     keep_checkpoints: int = setting(2, "Full learner checkpoints kept (the newest that verifies is resumed).",
                                     POSITIVE)
     log_fsync: bool = setting(False, "Lockstep: fsync the transition log before each ack (an acked transition "
