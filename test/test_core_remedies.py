@@ -107,3 +107,19 @@ def test_normalised_q_term_does_not_depend_on_the_reward_scale():
         return agent.actor.mu.weight.detach().clone()
 
     torch.testing.assert_close(update_with_scale(1.0), update_with_scale(1000.0), rtol=1e-4, atol=1e-6)
+
+
+def test_critic_sees_observations_normalised_with_the_pretrained_actors_statistics():
+    mean, std = np.array([0.5, -2.0]), np.array([0.01, 4.0])
+    actor = SquashedGaussianActor(2, 1, (8,), [-1.0], [1.0], obs_mean=mean, obs_std=std)
+    normalised = PorlAgent(2, 1, [-1.0], [1.0], config(critic_obs_normalise=True), actor=actor)
+    raw = PorlAgent(2, 1, [-1.0], [1.0], config(), actor=SquashedGaussianActor(2, 1, (8,), [-1.0], [1.0]))
+    raw.critic.load_state_dict(normalised.critic.state_dict())
+    raw.critic.obs_mean.zero_()
+    raw.critic.obs_std.fill_(1.0)
+    obs = torch.tensor([[0.52, 2.0], [0.0, -2.0]])  # z = (2, 1) and (-50 -> clipped to -10, 0)
+    action = torch.zeros(2, 1)
+    expected = raw.critic(torch.tensor([[2.0, 1.0], [-10.0, 0.0]]), action)
+    torch.testing.assert_close(normalised.critic(obs, action), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(normalised.critic_target(obs, action), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(raw.critic(obs, action), expected)  # off: raw observations

@@ -12,7 +12,9 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
                         (normalised actions) toward a frozen copy of the starting actor;
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
   actor_q_normalise     the actor's Q term is divided by the batch mean |Q| (TD3+BC), so the
-                        trust-region weight means the same whatever the reward scale.
+                        trust-region weight means the same whatever the reward scale;
+  critic_obs_normalise  the critics see observations normalised with the pre-trained actor's
+                        statistics (as the actor does), not raw.
 
 All randomness (initialisation, target-subset choice, action noise in updates, batch
 indices) comes from generators seeded with config.seed, so a CPU run is reproducible
@@ -55,6 +57,8 @@ class PorlAgent:
                                               log_std_max=cfg.actor_log_std_max)
             self.critic = CriticEnsemble(obs_dim, act_dim, cfg.n_critics, cfg.critic_hidden,
                                          cfg.critic_layer_norm)
+        if cfg.critic_obs_normalise:  # the actor's own statistics (0 / 1 for an actor that has none)
+            self.critic.normalise_observations(actor.obs_mean, actor.obs_std)
         if (actor.obs_dim, actor.act_dim) != (obs_dim, act_dim):
             raise ValueError(f"actor is for obs_dim={actor.obs_dim}, act_dim={actor.act_dim}; "
                              f"agent has obs_dim={obs_dim}, act_dim={act_dim}")

@@ -68,6 +68,8 @@ class PorlConfig(Settings):
                                                  "pre-trained action above the actor's own.")
     actor_q_normalise: bool = setting(False, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "
                                              "trust-region weight means the same at any reward scale.")
+    critic_obs_normalise: bool = setting(False, "The critics see observations normalised (and clipped to +-10) "
+                                                "with the pre-trained actor's statistics, as the actor does.")
     # Regression guard (porl_ros/core/guard.py).
     regression_guard: bool = setting(True, "Judge fine-tuning on windows of guard_window episodes against the "
                                            "frozen policy's pre-sample episodes; a window that falls behind by a "

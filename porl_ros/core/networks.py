@@ -59,21 +59,40 @@ class BatchedLayerNorm(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """N Q-networks Q_n(s, a) = MLP([s, a]) evaluated together; layers Linear[-LayerNorm]-ReLU."""
+    """N Q-networks Q_n(s, a) = MLP([s, a]) evaluated together; layers Linear[-LayerNorm]-ReLU.
+
+    `normalise_observations(mean, std)` makes it see (obs - mean) / std clipped to +-OBS_CLIP:
+    a fine-tuning critic takes the pre-trained actor's statistics, so centimetre differences
+    between states (a gripper beside or on an object) reach it at a scale it can resolve, as
+    they reach the actor. Without it the critic sees raw observations.
+    """
+
+    OBS_CLIP = 10.0
 
     def __init__(self, obs_dim: int, act_dim: int, n: int = 10,
                  hidden: Sequence[int] = (256, 256), layer_norm: bool = True) -> None:
         super().__init__()
         self.n, self.obs_dim, self.act_dim = n, obs_dim, act_dim
         self.hidden, self.layer_norm = tuple(hidden), layer_norm
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.obs_clip: Optional[float] = None  # set with the statistics
         sizes = [obs_dim + act_dim, *self.hidden]
         self.linears = nn.ModuleList(BatchedLinear(n, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.norms = nn.ModuleList(BatchedLayerNorm(n, o) for o in self.hidden) if layer_norm else None
         self.head = BatchedLinear(n, sizes[-1], 1)
 
+    @torch.no_grad()
+    def normalise_observations(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.obs_mean.copy_(mean)
+        self.obs_std.copy_(std)
+        self.obs_clip = self.OBS_CLIP
+
     def forward(self, obs: torch.Tensor, action: torch.Tensor,
                 members: Optional[torch.Tensor] = None) -> torch.Tensor:
         """obs [B, obs_dim], action [B, act_dim] -> Q values [N', B] (N' = len(members) or N)."""
+        if self.obs_clip is not None:
+            obs = ((obs - self.obs_mean) / self.obs_std).clamp(-self.obs_clip, self.obs_clip)
         x = torch.cat([obs, action], dim=-1)
         n = self.n if members is None else members.numel()
         x = x.unsqueeze(0).expand(n, *x.shape)
