@@ -121,3 +121,18 @@ def test_bad_settings_name_the_field(tmp_path, capsys):
     assert "variants" in capsys.readouterr().err
     assert experiment.main(["--out", str(tmp_path), "--presample-steps", "99", "--total-steps", "10"]) == 2
     assert "presample_steps" in capsys.readouterr().err
+
+
+def test_remedy_variants_turn_off_what_they_name():
+    from porl_ros.tools.experiment.settings import REMEDIES_OFF, VARIANTS, Experiment
+
+    experiment = Experiment.build({})
+    porl, _ = experiment.run_config(VARIANTS["porl"], seed=3)
+    paper, _ = experiment.run_config(VARIANTS["paper"], seed=3)
+    assert porl.seed == paper.seed == 3
+    for off in REMEDIES_OFF.values():
+        for field, value in off:
+            assert getattr(paper, field) == value
+    no_mc, _ = experiment.run_config(VARIANTS["no_mc"], seed=0)
+    changed = {k for k, v in no_mc.to_dict().items() if v != porl.to_dict()[k] and k != "seed"}
+    assert changed <= {"mc_lower_bound"} and no_mc.mc_lower_bound is False

@@ -10,7 +10,10 @@ graph's settings: PorlConfig, ExplorationConfig and EpisodeSettings default to w
 chosen profile's parameter files give the nodes (`--profile cpu`, as `make run`).
 
 Variants (`--variants`; settings.VARIANTS):
-  porl      pre-trained (BC) actor, pre-sample T steps with epsilon-greedy, actor frozen, then SAC;
+  porl      pre-trained (BC) actor, pre-sample T steps with epsilon-greedy, actor frozen, then SAC,
+            with porl_ros's default fine-tuning remedies (PorlConfig);
+  paper     the same without any remedy: PORL as published;
+  no_<r>    the defaults without one remedy r (mc, trust, qnorm, cnorm, guard): the ablation;
   t0        pre-trained actor, T = 0: a random critic meets the actor at once;
   eps0      PORL with epsilon = 0 in pre-sample (the frozen policy's own actions only);
   scratch   SAC from scratch: a random actor, T = 0;

@@ -71,8 +71,9 @@ def plot_curves(rows, path: str, tasks: list[str], variants: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.2 * len(tasks), 6.4), squeeze=False, sharex="col")
-    colors = {"porl": "tab:blue", "t0": "tab:red", "eps0": "tab:orange", "scratch": "tab:gray",
-              "adaptive": "tab:green"}
+    colors = {"porl": "tab:blue", "paper": "black", "t0": "tab:red", "eps0": "tab:orange", "scratch": "tab:gray",
+              "adaptive": "tab:green", "no_mc": "tab:purple", "no_trust": "tab:brown", "no_qnorm": "tab:pink",
+              "no_cnorm": "tab:olive", "no_guard": "tab:cyan"}
     for col, task in enumerate(tasks):
         for row, (key, label) in enumerate((("success_rate", "success rate"), ("mean_return", "eval return"))):
             ax = axes[row][col]

@@ -28,14 +28,30 @@ class Variant:
     presample: bool = True  # False: T = 0
     epsilon: float | None = None  # None: the grid's presample_epsilon
     adaptive: bool = False
+    learner: tuple[tuple[str, Any], ...] = ()  # PorlConfig fields this variant sets
 
+
+# The fine-tuning remedies of PorlConfig and the values that turn each one off: `paper` turns
+# them all off (PORL as published), `no_<name>` one at a time (the ablation of the defaults).
+REMEDIES_OFF: dict[str, tuple[tuple[str, Any], ...]] = {
+    "mc": (("mc_lower_bound", False),),
+    "trust": (("trust_region_weight", 0.0),),
+    "qnorm": (("actor_q_normalise", False),),
+    "cnorm": (("critic_obs_normalise", False),),
+    "guard": (("regression_guard", False),),
+}
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("porl", "PORL: BC actor, pre-sample T with epsilon-greedy (actor frozen), then SAC"),
+    Variant("porl", "porl_ros's PORL with its default remedies: BC actor, pre-sample T with epsilon-greedy "
+                    "(actor frozen), then SAC"),
+    Variant("paper", "PORL as published: the defaults without any fine-tuning remedy",
+            learner=tuple(item for off in REMEDIES_OFF.values() for item in off)),
     Variant("t0", "BC actor, T = 0 (random critic, actor trained from step 1)", presample=False),
     Variant("eps0", "PORL with epsilon = 0 in pre-sample", epsilon=0.0),
     Variant("scratch", "SAC from scratch: random actor, T = 0", pretrained=False, presample=False),
     Variant("adaptive", "PORL, pre-sample ends when the critic has converged", adaptive=True),
+    *(Variant(f"no_{name}", f"the defaults without {', '.join(field for field, _ in off)}", learner=off)
+      for name, off in REMEDIES_OFF.items()),
 )}
 
 
@@ -50,7 +66,7 @@ class GridSettings(Settings):
                                      Check(lambda v: len(v) > 0, "non-empty"))
     seeds: tuple[int, ...] = setting((0, 1, 2), "Seeds (of the learner, the BC policy and the episodes).",
                                      Check(lambda v: len(v) > 0 and min(v) >= 0, "non-empty, each >= 0"))
-    variants: tuple[str, ...] = setting(tuple(VARIANTS), "Variants to run.",
+    variants: tuple[str, ...] = setting(("porl", "paper", "t0", "eps0", "scratch"), "Variants to run.",
                                         Check(lambda v: len(v) > 0 and set(v) <= set(VARIANTS),
                                               f"non-empty, of {', '.join(VARIANTS)}"))
     total_steps: int | None = setting(None, "Env steps per run; none: the profile's learner total_env_steps.",
@@ -127,7 +143,8 @@ class Experiment:
             presample = self.adaptive.adaptive_max  # the cap; the criterion ends it earlier
         else:
             presample = self.learner.presample_steps if variant.presample else 0
-        config = PorlConfig(**{**self.learner.to_dict(), "presample_steps": presample, "seed": seed})
+        config = PorlConfig(**{**self.learner.to_dict(), **dict(variant.learner), "presample_steps": presample,
+                               "seed": seed})
         exploration = self.exploration
         if variant.epsilon is not None:
             exploration = ExplorationConfig(**{**exploration.to_dict(), "presample_epsilon": variant.epsilon,
