@@ -341,7 +341,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
     before = evaluator = None
     if args.eval_episodes:
-        eval_seed = 10_000 + args.seed
+        from porl_ros.tools.evaluate import RUN_EVAL_SEED
+        eval_seed = RUN_EVAL_SEED + args.seed
         before = evaluate_checkpoint(args.env, checkpoint, args.eval_episodes, args.episode_steps, eval_seed)
         print(f"[porl] before fine-tuning: success {before.success_rate:.2f}, return {before.mean_return:.1f} "
               f"({args.eval_episodes} episodes)")

@@ -231,7 +231,10 @@ class PorlAgent:
 
     # ------------------------------------------------------------------ full state
     _COUNTERS = ("critic_updates", "actor_updates", "actor_restores")
-    _MODULES = ("actor", "critic", "critic_target", "best_actor")
+
+    def _modules(self) -> tuple[str, ...]:
+        """The networks of the state (the trust region's anchor too: a resumed run keeps its own)."""
+        return ("actor", "critic", "critic_target", "best_actor") + (("reference",) if self.reference is not None else ())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything needed to resume learning exactly, as a flat name -> CPU tensor dict.
@@ -240,7 +243,7 @@ class PorlAgent:
         suitable for safetensors (no pickle).
         """
         out: dict[str, torch.Tensor] = {}
-        for prefix in self._MODULES:
+        for prefix in self._modules():
             for k, v in getattr(self, prefix).state_dict().items():
                 out[f"{prefix}.{k}"] = v.detach().cpu().clone()
         out["log_alpha"] = self.log_alpha.detach().cpu().clone()
@@ -266,7 +269,7 @@ class PorlAgent:
                 raise ValueError(f"learner state: missing tensor {name!r}")
             return tensors[name]
 
-        for prefix in self._MODULES:
+        for prefix in self._modules():
             module = getattr(self, prefix)
             sd = module.state_dict()
             new = {}

@@ -58,17 +58,17 @@ class PorlConfig(Settings):
     learning_starts: Optional[int] = setting(None, "Replay size before updates start; none: batch_size.",
                                              AT_LEAST_ONE)
     # Fine-tuning remedies (PorlAgent's docstring; docs/results.md has the ablation behind each default).
-    mc_lower_bound: bool = setting(False, "Floor the TD target at the discounted return the episode actually "
+    mc_lower_bound: bool = setting(True, "Floor the TD target at the discounted return the episode actually "
                                           "collected from the transition on (Cal-QL-style anchoring of a fresh "
                                           "critic; a true lower bound when rewards are >= 0).")
-    trust_region_weight: float = setting(0.0, "Weight of the squared distance (normalised actions) between the "
+    trust_region_weight: float = setting(0.4, "Weight of the squared distance (normalised actions) between the "
                                               "actor's mean action and the frozen pre-trained one in the actor "
                                               "loss; 0: none (the paper's SAC).", NON_NEGATIVE)
     trust_region_q_filter: bool = setting(False, "Apply the trust region only where the critic rates the "
                                                  "pre-trained action above the actor's own.")
-    actor_q_normalise: bool = setting(False, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "
+    actor_q_normalise: bool = setting(True, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "
                                              "trust-region weight means the same at any reward scale.")
-    critic_obs_normalise: bool = setting(False, "The critics see observations normalised (and clipped to +-10) "
+    critic_obs_normalise: bool = setting(True, "The critics see observations normalised (and clipped to +-10) "
                                                 "with the pre-trained actor's statistics, as the actor does.")
     # Regression guard (porl_ros/core/guard.py).
     regression_guard: bool = setting(True, "Judge fine-tuning on windows of guard_window episodes against the "
@@ -77,8 +77,10 @@ class PorlConfig(Settings):
     guard_window: int = setting(10, "Fine-tuning episodes per regression-guard window.", AT_LEAST_ONE)
     guard_success_margin: float = setting(0.2, "Restore when a window's success rate is this far below the "
                                                "pre-sample baseline's.", within(0.0, 1.0))
-    guard_return_margin: float = setting(0.25, "... or when its mean episode return is below the baseline's by "
-                                               "this fraction of |baseline return|.", NON_NEGATIVE)
+    guard_return_margin: float = setting(0.5, "... or when its mean episode return is below the baseline's by "
+                                              "this fraction of |baseline return| (wide: fine-tuning explores "
+                                              "differently from pre-sample, so returns differ without a regression).",
+                                         NON_NEGATIVE)
     guard_lr_backoff: float = setting(0.5, "Each restore multiplies the actor learning rate by this.",
                                       within(0.0, 1.0, low_open=True))
     # PORL stages.

@@ -38,6 +38,9 @@ from porl_ros.envs.base import EnvBackend
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 DEFAULT_EVAL_SEED = 1000  # away from the seeds pretrain uses for demonstrations (0, 1, ...)
+# A fine-tuning run with seed s is evaluated on episodes seeded RUN_EVAL_SEED + s, RUN_EVAL_SEED + s + 1, ...
+# (porl-ros run and porl-ros experiment alike): far from its demonstrations' and training episodes' seeds.
+RUN_EVAL_SEED = 10_000
 
 
 @dataclass

@@ -16,7 +16,7 @@ from porl_ros.core.config import PorlConfig
 from porl_ros.core.exploration import ExplorationConfig
 from porl_ros.core.rollout import EpisodeSettings
 from porl_ros.core.settings import NON_NEGATIVE, POSITIVE, Check, Settings, SettingError, field_names, setting
-from porl_ros.tools.evaluate import DEFAULT_EVAL_SEED
+from porl_ros.tools.evaluate import RUN_EVAL_SEED
 from porl_ros.tools.pretrain import PretrainSettings
 
 
@@ -73,7 +73,8 @@ class GridSettings(Settings):
                                       POSITIVE)
     eval_every: int = setting(500, "Evaluate every N env steps.", POSITIVE)
     eval_episodes: int = setting(5, "Episodes per evaluation.", POSITIVE)
-    eval_seed: int = setting(DEFAULT_EVAL_SEED, "First evaluation seed.", NON_NEGATIVE)
+    eval_seed: int = setting(RUN_EVAL_SEED, "First evaluation seed of the run with seed 0; the run with seed s "
+                                            "starts at eval_seed + s, as porl-ros run does.", NON_NEGATIVE)
     torch_threads: int = setting(1, "Torch threads per run (runs go in parallel with --jobs).", POSITIVE)
 
 

@@ -39,9 +39,9 @@ def pretrained_actor(experiment: Experiment, task: str, seed: int, cache_dir: st
     bc = experiment.pretrain
     env = make_env(task, max_episode_steps=experiment.episodes.max_episode_steps)
     try:
-        # Demo episodes use seeds 100*seed + k: distinct per grid seed, far from eval seeds.
+        # The demonstrations and BC of porl-ros run --seed seed (porl-ros pretrain --seed seed).
         demos = collect_demonstrations(env, bc.demos, expert_noise=bc.expert_noise,
-                                       suboptimal_prob=bc.suboptimal_prob, keep="success", seed=100 * seed)
+                                       suboptimal_prob=bc.suboptimal_prob, keep="success", seed=seed)
         if demos.kept == 0:
             raise RuntimeError(f"{task}: the noisy expert succeeded in none of {demos.attempts} attempts")
         actor, stats = train_bc(demos.observations, demos.actions, env.spec.action_low, env.spec.action_high,
@@ -97,7 +97,7 @@ def run_single(experiment: Experiment, variant_name: str, task: str, seed: int, 
         def evaluate_now() -> None:
             nonlocal seen
             result = evaluate_policy(eval_env, actor_policy(agent.actor, deterministic=True), grid.eval_episodes,
-                                     grid.eval_seed)
+                                     grid.eval_seed + seed)
             switch = learner.switch_step if variant.adaptive else config.presample_steps
             recent = learner.episodes[seen:]
             rows.append({
