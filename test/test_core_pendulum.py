@@ -45,7 +45,12 @@ def test_sac_from_scratch_solves_pendulum():
     cfg = PorlConfig(n_critics=2, n_target_critics=2, critic_layer_norm=False, critic_hidden=(128, 128),
                      actor_hidden=(128, 128), utd_ratio=1, presample_steps=0, batch_size=128,
                      actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, learning_starts=WARMUP,
-                     device="cpu", seed=0)
+                     device="cpu", seed=0,
+                     # Plain SAC: the fine-tuning remedies anchor to / normalise by the pre-trained
+                     # actor, which here is a random one, and the defaults' reward scale and
+                     # temperature are tuned for Meta-World's 0..10 rewards.
+                     reward_scale=1.0, init_alpha=1.0, mc_lower_bound=False, trust_region_weight=0.0,
+                     actor_q_normalise=False, critic_obs_normalise=False, regression_guard=False)
     agent = PorlAgent(3, 1, low, high, cfg)
     replay = ReplayBuffer(STEPS, 3, 1)
     explore = EpsilonGreedy(low, high, seed=0)

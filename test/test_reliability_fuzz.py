@@ -124,6 +124,8 @@ def transition(seq, step=None, bridge_id=0, state=None, action=None, reward=0.5,
 
 def test_hostile_transitions_never_reach_replay(graph, tmp_path):
     assert wait_until(lambda: graph.transition_pub.get_subscription_count() > 0, 20)
+    # Acks are volatile: an ack sent before discovery matched our subscription would be lost.
+    assert wait_until(lambda: graph.learner.ack_pub.get_subscription_count() > 0, 20)
     nan_state = np.full(OBS, np.nan)
     inf_state = np.full(OBS, np.inf)
     hostile = [  # (message, field it must be rejected for)

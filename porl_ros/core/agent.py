@@ -51,6 +51,7 @@ class PorlAgent:
         # Build networks under a private RNG so the caller's global torch RNG is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
+            pretrained = actor is not None
             if actor is None:
                 actor = SquashedGaussianActor(obs_dim, act_dim, cfg.actor_hidden, action_low, action_high,
                                               log_std_min=cfg.actor_log_std_min,
@@ -67,9 +68,10 @@ class PorlAgent:
         if not (torch.allclose(actor.action_low.cpu(), low) and torch.allclose(actor.action_high.cpu(), high)):
             raise ValueError("actor's action bounds differ from the agent's action_low/action_high")
         self.actor = actor.to(self.device)
-        # The starting (pre-trained) policy, frozen: the trust region's anchor.
+        # The starting (pre-trained) policy, frozen: the trust region's anchor. None for an actor
+        # created here: staying close to random weights would only hold SAC from scratch back.
         self.reference = (copy.deepcopy(self.actor).requires_grad_(False).eval()
-                          if cfg.trust_region_weight > 0 else None)
+                          if cfg.trust_region_weight > 0 and pretrained else None)
         # The best actor seen so far (the regression guard's judgement): restored when the
         # fine-tuned one falls behind. The starting actor until a better one is seen.
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False).eval()

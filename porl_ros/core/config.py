@@ -63,7 +63,8 @@ class PorlConfig(Settings):
                                           "critic; a true lower bound when rewards are >= 0).")
     trust_region_weight: float = setting(0.4, "Weight of the squared distance (normalised actions) between the "
                                               "actor's mean action and the frozen pre-trained one in the actor "
-                                              "loss; 0: none (the paper's SAC).", NON_NEGATIVE)
+                                              "loss; 0: none (the paper's SAC). Ignored for SAC from scratch (no "
+                                              "pre-trained actor).", NON_NEGATIVE)
     trust_region_q_filter: bool = setting(False, "Apply the trust region only where the critic rates the "
                                                  "pre-trained action above the actor's own.")
     actor_q_normalise: bool = setting(True, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "

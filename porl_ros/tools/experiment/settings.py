@@ -41,14 +41,18 @@ REMEDIES_OFF: dict[str, tuple[tuple[str, Any], ...]] = {
     "guard": (("regression_guard", False),),
 }
 
+# Every remedy anchors to or normalises by the pre-trained actor: off for a random one.
+ALL_REMEDIES_OFF = tuple(item for off in REMEDIES_OFF.values() for item in off)
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("porl", "porl_ros's PORL with its default remedies: BC actor, pre-sample T with epsilon-greedy "
                     "(actor frozen), then SAC"),
     Variant("paper", "PORL as published: the defaults without any fine-tuning remedy",
-            learner=tuple(item for off in REMEDIES_OFF.values() for item in off)),
+            learner=ALL_REMEDIES_OFF),
     Variant("t0", "BC actor, T = 0 (random critic, actor trained from step 1)", presample=False),
     Variant("eps0", "PORL with epsilon = 0 in pre-sample", epsilon=0.0),
-    Variant("scratch", "SAC from scratch: random actor, T = 0", pretrained=False, presample=False),
+    Variant("scratch", "SAC from scratch: random actor, T = 0, no remedies", pretrained=False, presample=False,
+            learner=ALL_REMEDIES_OFF),
     Variant("adaptive", "PORL, pre-sample ends when the critic has converged", adaptive=True),
     *(Variant(f"no_{name}", f"the defaults without {', '.join(field for field, _ in off)}", learner=off)
       for name, off in REMEDIES_OFF.items()),
