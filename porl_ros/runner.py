@@ -306,10 +306,36 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     return code
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+# Checks of the runner's own numbers: (argument, test, what it must be). None means "not given".
+_NUMBER_CHECKS = (
+    ("steps", lambda v: v is None or v >= 1, ">= 1 (the run's total env steps; a run without an end is "
+                                             "`--param learner:total_env_steps:=0`)"),
+    ("presample_steps", lambda v: v is None or v >= 0, ">= 0"),
+    ("episode_steps", lambda v: v is None or v >= 1, ">= 1"),
+    ("eval_every", lambda v: v is None or v >= 0, ">= 0"),
+    ("seed", lambda v: v >= 0, ">= 0"),
+    ("num_bridges", lambda v: v >= 1, ">= 1"),
+    ("eval_episodes", lambda v: v >= 0, ">= 0"),
+    ("domain_id", lambda v: v is None or 0 <= v <= 232, "in 0..232 (ROS_DOMAIN_ID)"),
+    ("pretrain_demos", lambda v: v >= 1, ">= 1"),
+    ("pretrain_bc_steps", lambda v: v >= 1, ">= 1"),
+)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument checked before any work (pre-training, files, processes): SystemExit
+    naming the argument."""
+    for name, test, text in _NUMBER_CHECKS:
+        value = getattr(args, name)
+        if not test(value):
+            raise SystemExit(f"[porl] {_option(name)} {value}: must be {text}")
+    if args.steps is not None and args.presample_steps is not None and args.presample_steps > args.steps:
+        raise SystemExit(f"[porl] --presample-steps {args.presample_steps}: must be <= --steps {args.steps} "
+                         f"(else the actor is never fine-tuned)")
     if args.role != "all" and args.domain_id is None:
         raise SystemExit(f"--role {args.role}: give --domain-id (the same on the learner and robot machines)")
     if args.bridge_ids and args.role != "robot":
@@ -317,18 +343,51 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.role == "robot" and (not args.checkpoint or args.eval_episodes):
         raise SystemExit("--role robot: give --checkpoint (the learner host's pre-trained actor, copied here) "
                          "and --eval-episodes 0 (the learner host evaluates)")
-    domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    # One machine: keep discovery on it. Split across machines: the other host must be found.
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
-    started = time.monotonic()
-
     if args.bridge == "arm" and (not args.checkpoint or args.eval_episodes):
         raise SystemExit("--bridge arm: give --checkpoint (no simulator to pre-train in) and --eval-episodes 0 "
                          "(no simulator to evaluate in)")
-    learner_state = run_dir / "learner" / "state"
     if args.resume and not args.run_dir:
         raise SystemExit("--resume needs --run-dir (the run to continue)")
+    if args.arm_config and not Path(args.arm_config).is_file():
+        raise SystemExit(f"[porl] --arm-config {args.arm_config}: no such file")
+    try:
+        graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
+    except ValueError as e:
+        raise SystemExit(f"[porl] --role/--bridge-ids: {e}") from None
+
+
+def check_environment(args: argparse.Namespace) -> None:
+    """The sim bridge's environment exists and fits --checkpoint (sizes and bounds), checked in this
+    process before anything starts: a mismatch found by the nodes would only show after start-up."""
+    from porl_ros.core.checkpoint import CheckpointError, load_actor
+    needs_env = args.bridge == "sim" and (args.role != "learner" or not args.checkpoint)
+    if not needs_env:
+        if args.checkpoint:
+            try:
+                load_actor(args.checkpoint)
+            except CheckpointError as e:
+                raise SystemExit(f"[porl] --checkpoint: {e}") from None
+        return
+    from porl_ros.envs.registry import make_env
+    from porl_ros.tools.evaluate import load_policy_for_env
+    try:
+        env = make_env(args.env, max_episode_steps=args.episode_steps)
+    except (ValueError, KeyError, ImportError) as e:
+        raise SystemExit(f"[porl] --env {args.env}: {e}") from None
+    try:
+        if args.checkpoint:
+            load_policy_for_env(args.checkpoint, env)
+    except CheckpointError as e:
+        raise SystemExit(f"[porl] --checkpoint does not fit --env {args.env}: {e}") from None
+    finally:
+        env.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    check_arguments(args)  # before anything is created
+    learner_state = run_dir / "learner" / "state"
     if not args.resume and learner_state.is_dir() and any(learner_state.iterdir()):
         raise SystemExit(f"[porl] {run_dir} already holds a run (learner state in {learner_state}); "
                          f"pass --resume to continue it, or choose another --run-dir")
@@ -338,6 +397,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.episode_steps is None:  # evaluations and demonstrations use the bridge's episode length
         args.episode_steps = resolve(graph.SIM_BRIDGE, args.profile)[0].max_episode_steps
     node_parameters(args, args.checkpoint, run_dir)  # a bad --param fails here, before any pre-training
+    check_environment(args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    # One machine: keep discovery on it. Split across machines: the other host must be found.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
+    started = time.monotonic()
+
     checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
     before = evaluator = None
     if args.eval_episodes:
@@ -348,11 +415,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"({args.eval_episodes} episodes)")
         evaluator = start_evaluations(run_dir, args, before, eval_seed)
 
-    try:
-        nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role,
-                                     args.bridge_ids)
-    except ValueError as e:
-        raise SystemExit(f"[porl] --role/--bridge-ids: {e}") from None
+    nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
     params = node_parameters(args, checkpoint, run_dir)
     learner_config, learner_settings = resolve(graph.LEARNER, args.profile, params[graph.LEARNER])
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "

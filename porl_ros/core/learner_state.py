@@ -254,6 +254,23 @@ class LearnerStateStore:
             self.log.close()
             self.log = None
 
+    def discard_if_empty(self) -> bool:
+        """Remove what a start that stored nothing left (empty log segments, then the directory),
+        so a failed start never makes the directory look like a run to resume. Closes the log.
+        Returns whether the directory is gone; anything holding records is kept."""
+        self.close()
+        if self.checkpoints() or any(path.stat().st_size for _, path in self.segments()):
+            return False
+        for _, path in self.segments():
+            path.unlink()
+        try:
+            self.dir.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # other files: not ours to delete
+        return True
+
     # ------------------------------------------------------------------ checkpoints
     def write_checkpoint(self, agent_tensors: dict, replay: ReplayBuffer, bookkeeping: dict,
                          extra: Optional[dict] = None) -> Path:

@@ -359,11 +359,17 @@ class LearnerNode(Node):
         if self.trainer is not None:
             self.trainer.join(timeout=5)
         with self.lock:
-            try:
-                self._checkpoint()
-            except OSError as e:
-                self.get_logger().error(f"final checkpoint failed: {e}; the transition log still holds the tail")
-            self.store.close()
+            if self.learner.env_steps == 0 and not self.store.checkpoints():
+                # A start that stored nothing (e.g. a bridge refused its parameters) leaves no state:
+                # otherwise the run dir would refuse the retry as "already holds a run".
+                self.store.discard_if_empty()
+            else:
+                try:
+                    self._checkpoint()
+                except OSError as e:
+                    self.get_logger().error(f"final checkpoint failed: {e}; the transition log still holds the "
+                                            f"tail")
+                self.store.close()
         self.metrics_file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
