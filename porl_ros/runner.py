@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one "
                    "in 10..99, so runs on one machine never see each other); learner and robot hosts need the "
                    "same --domain-id, --num-bridges and --timing-mode (docs/multi_host.md)")
+    p.add_argument("--override", action="append", default=[], metavar="OPTION",
+                   help="with --resume: let this option (e.g. --override steps) change the saved run's value "
+                        "(repeatable); without it a contradicting option is refused")
     from porl_ros.tools.pretrain import PretrainSettings
     defaults = PretrainSettings()
     p.add_argument("--pretrain-demos", type=int, default=defaults.demos, help="without --checkpoint: BC "
@@ -306,6 +309,91 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     return code
 
 
+# ---------------------------------------------------------------------------- the run's settings
+RUN_SETTINGS_FILE = "run_settings.json"
+# What defines a run: a resumed run takes them from run_settings.json; changing one needs --override.
+# (The others, e.g. --eval-episodes, --domain-id or --single-process, may differ per start.)
+RUN_DEFINING = ("env", "timing_mode", "seed", "episode_steps", "steps", "presample_steps", "eval_every",
+                "profile", "num_bridges", "bridge", "checkpoint", "param")
+
+
+def explicit_options(argv: Optional[list[str]]) -> set[str]:
+    """The options (dest names) given on the command line, whatever their value."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def save_run_settings(run_dir: Path, args: argparse.Namespace) -> None:
+    """The run-defining settings (resolved: no profile default left implicit), written atomically."""
+    from porl_ros.core._atomic import atomic_write_bytes
+    body = {"format": "porl_ros.run_settings", "format_version": 1,
+            "settings": {name: getattr(args, name) for name in RUN_DEFINING}}
+    atomic_write_bytes(run_dir / RUN_SETTINGS_FILE, (json.dumps(body, indent=2) + "\n").encode())
+
+
+def apply_saved_settings(run_dir: Path, args: argparse.Namespace, given: set[str]) -> None:
+    """--resume: continue the run as it was saved. A given option that contradicts the saved value is
+    refused naming it, unless --override names it."""
+    path = run_dir / RUN_SETTINGS_FILE
+    if not path.is_file():
+        print(f"[porl] --resume: no {path} (a run from an older version): the options given now apply")
+        return
+    try:
+        body = json.loads(path.read_text())
+        saved = dict(body["settings"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"[porl] --resume: cannot read {path}: {e}") from None
+    overrides = {name.lstrip("-").replace("-", "_") for name in args.override}
+    unknown = sorted(overrides - set(RUN_DEFINING))
+    if unknown:
+        raise SystemExit(f"[porl] --override {unknown[0]}: not a run setting; these are: "
+                         f"{', '.join(RUN_DEFINING)}")
+    for name in RUN_DEFINING:
+        if name not in saved:
+            continue
+        value, old = getattr(args, name), saved[name]
+        if name in given and value != old and name not in overrides:
+            raise SystemExit(f"[porl] --resume: {_option(name)} {value!r} contradicts the run being resumed "
+                             f"({_option(name)} {old!r} in {path}); leave it out, or pass --override {name} "
+                             f"to change it")
+        if name not in given or name not in overrides:
+            setattr(args, name, old)
+
+
+def resolve_run_settings(args: argparse.Namespace, run_dir: Path) -> None:
+    """Fill in what the profile would decide (steps, T, snapshot period), so run_settings.json
+    holds the values the run really uses, not `None` = whatever the profile says next time."""
+    from porl_ros.nodes.settings import resolve
+    params = node_parameters(args, args.checkpoint, run_dir)
+    config, settings = resolve(graph.LEARNER, args.profile, params[graph.LEARNER])
+    if args.steps is None and settings.total_env_steps >= 1:
+        args.steps = settings.total_env_steps
+    if args.presample_steps is None:
+        args.presample_steps = config.presample_steps
+    if args.eval_every is None:
+        args.eval_every = settings.snapshot_every_env_steps
+
+
+def resumed_bridges(nodes: list[graph.NodeSpec], run_dir: Path) -> list[graph.NodeSpec]:
+    """--resume: each bridge goes on from where the learner's state says it stopped (its next seq,
+    a new episode index), so no seq, episode index or episode seed is used twice."""
+    import dataclasses
+
+    from porl_ros.core.learner_state import bridge_positions
+    positions = bridge_positions(run_dir / graph.LEARNER / "state")
+    out = []
+    for spec in nodes:
+        if spec.name in graph.BRIDGE_NODES and spec.parameters.get("bridge_id") in positions:
+            seq, episode = positions[spec.parameters["bridge_id"]]
+            spec = dataclasses.replace(spec, parameters={**spec.parameters, "first_seq": seq,
+                                                         "first_episode": episode})
+            print(f"[porl] bridge {spec.parameters['bridge_id']} continues at seq {seq}, episode {episode}")
+        out.append(spec)
+    return out
+
+
 # Checks of the runner's own numbers: (argument, test, what it must be). None means "not given".
 _NUMBER_CHECKS = (
     ("steps", lambda v: v is None or v >= 1, ">= 1 (the run's total env steps; a run without an end is "
@@ -385,7 +473,11 @@ def check_environment(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.override and not args.resume:
+        raise SystemExit("[porl] --override: only with --resume (a new run takes every option as given)")
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if args.resume and args.run_dir:
+        apply_saved_settings(run_dir, args, explicit_options(argv))
     check_arguments(args)  # before anything is created
     learner_state = run_dir / "learner" / "state"
     if not args.resume and learner_state.is_dir() and any(learner_state.iterdir()):
@@ -397,6 +489,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.episode_steps is None:  # evaluations and demonstrations use the bridge's episode length
         args.episode_steps = resolve(graph.SIM_BRIDGE, args.profile)[0].max_episode_steps
     node_parameters(args, args.checkpoint, run_dir)  # a bad --param fails here, before any pre-training
+    resolve_run_settings(args, run_dir)
     check_environment(args)
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
@@ -405,7 +498,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
     started = time.monotonic()
 
-    checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
+    checkpoint = args.checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
     before = evaluator = None
     if args.eval_episodes:
         from porl_ros.tools.evaluate import RUN_EVAL_SEED
@@ -416,6 +509,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         evaluator = start_evaluations(run_dir, args, before, eval_seed)
 
     nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
+    if args.resume:
+        nodes = resumed_bridges(nodes, run_dir)
+    if args.role != "robot":
+        save_run_settings(run_dir, args)  # what a later --resume continues
     params = node_parameters(args, checkpoint, run_dir)
     learner_config, learner_settings = resolve(graph.LEARNER, args.profile, params[graph.LEARNER])
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "

@@ -393,6 +393,42 @@ class LearnerStateStore:
 
 
 # ---------------------------------------------------------------------- resume
+def bridge_positions(directory: Union[str, os.PathLike]) -> dict[int, tuple[int, int]]:
+    """Where each bridge of the run stored in `directory` goes on: bridge id -> (next seq, next
+    episode), read from the checkpoints' bookkeeping and the transition log (the records' fixed
+    heads only, so no sizes are needed). The episode in progress when the run stopped is not
+    continued (the simulator's state is gone): the next one is a new episode, seeded anew.
+    Read-only: unlike a resume, it repairs nothing."""
+    store = LearnerStateStore(directory, 0, 0)
+    out: dict[int, list[int]] = {}
+
+    def note(source: int, next_seq: int, next_episode: int) -> None:
+        seq, episode = out.get(source, (0, 0))
+        out[source] = [max(seq, next_seq), max(episode, next_episode)]
+
+    for path in store.checkpoints():
+        try:
+            book = _read_manifest(path / MANIFEST_FILE)["bookkeeping"]
+            for source, next_seq in enumerate(book["next_seq"]):
+                note(source, int(next_seq), 0)
+            for source, (episode, _step) in (book.get("last_position") or {}).items():
+                note(int(source), 0, int(episode) + 1)
+            for record in book.get("episodes") or []:
+                note(int(record["source"]), 0, int(record["episode"]) + 1)
+        except (LearnerStateError, KeyError, TypeError, ValueError):
+            continue  # the learner refuses it too, and falls back to an older one
+        break
+    for _, path in store.segments():
+        payloads, _, torn = read_segment(path)
+        for payload in payloads:
+            if payload[0] == _KIND_TRANSITION and len(payload) >= _TRANSITION_HEAD.size:
+                _, source, seq, episode, *_ = _TRANSITION_HEAD.unpack_from(payload)
+                note(source, seq + 1, episode + 1)
+        if torn:
+            break  # the log ends at its first torn record
+    return {source: (seq, episode) for source, (seq, episode) in out.items()}
+
+
 def resume_learner(learner, store: LearnerStateStore, log=None) -> RecoveryReport:
     """Bring a freshly built PorlLearner to the state in `store`: the newest checkpoint that
     verifies, then the log records after it, re-added exactly as they first arrived.

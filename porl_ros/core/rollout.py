@@ -39,9 +39,9 @@ class EpisodeSummary:
 class EpisodeBook:
     """Numbers and running totals of a bridge's transitions."""
 
-    def __init__(self) -> None:
-        self.seq = 0  # seq of the next transition
-        self.episode = 0
+    def __init__(self, first_seq: int = 0, first_episode: int = 0) -> None:
+        self.seq = int(first_seq)  # seq of the next transition (a resumed run continues its numbers)
+        self.episode = int(first_episode)
         self.step = 0  # step of the next transition inside its episode
         self.episode_return = 0.0
         self.episode_success = False
@@ -102,12 +102,13 @@ def open_env(env_id: str, settings: EpisodeSettings, seed: int):
 class EnvStepper:
     """Runs an environment back-end's episodes step by step (`state` is the observation to act on)."""
 
-    def __init__(self, env, seed: int) -> None:
+    def __init__(self, env, seed: int, first_seq: int = 0, first_episode: int = 0) -> None:
         self.env = env
         self.spec = env.spec
         self.seed = int(seed)
-        self.book = EpisodeBook()
-        self.state = env.reset(seed=self.seed)
+        self.book = EpisodeBook(first_seq, first_episode)
+        # Episode k is seeded seed + k, also when a resumed run starts at k > 0 (no seed used twice).
+        self.state = env.reset(seed=self.seed + self.book.episode)
 
     def step(self, action: np.ndarray) -> StepRecord:
         action = np.clip(action, self.spec.action_low, self.spec.action_high)

@@ -104,7 +104,7 @@ class ArmBridge(BridgeNode):
 
         self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
         self.activity = WAITING_FOR_PEERS
-        self._setup_graph(EpisodeBook())
+        self._setup_graph(EpisodeBook(self.p["first_seq"], self.p["first_episode"]))
         self.episode_over = False  # lockstep: reset after the pending ack
         # Latest driver state.
         self.positions: np.ndarray | None = None

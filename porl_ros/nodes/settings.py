@@ -119,6 +119,10 @@ class BridgeSettings(Settings):
                                    POSITIVE)
     max_env_steps: int = setting(0, "Stop after this many steps (0: until the learner reports done).",
                                  NON_NEGATIVE)
+    first_seq: int = setting(0, "seq of this bridge's first transition: a resumed run continues the numbering "
+                                "(porl-ros run --resume sets it from the learner's state).", NON_NEGATIVE)
+    first_episode: int = setting(0, "Index of this bridge's first episode (seeded seed + index): a resumed run "
+                                    "goes on with new episodes (porl-ros run --resume sets it).", NON_NEGATIVE)
     min_transition_subscribers: int = setting(1, "Wait until this many subscribers (the learner, plus e.g. a "
                                                  "recorder) are matched on the transition topic before the "
                                                  "first step.", POSITIVE)

@@ -48,7 +48,7 @@ class SimBridge(BridgeNode):
                 load_actor(p["checkpoint"], expect={"obs_dim": self.spec.obs_dim, "act_dim": self.spec.act_dim})
             except CheckpointError as e:
                 raise ParameterError(f"checkpoint does not fit env '{p['env_id']}': {e}") from None
-        self.stepper = EnvStepper(self.env, p["seed"])
+        self.stepper = EnvStepper(self.env, p["seed"], p["first_seq"], p["first_episode"])
         self._setup_graph(self.stepper.book)
         self.pending_action: np.ndarray | None = None
         self.counters = {"rejected_actions": 0, "stale_actions": 0, "observation_resends": 0,
