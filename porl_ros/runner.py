@@ -456,11 +456,12 @@ def check_environment(args: argparse.Namespace) -> None:
             except CheckpointError as e:
                 raise SystemExit(f"[porl] --checkpoint: {e}") from None
         return
+    from porl_ros.envs.base import EnvSetupError
     from porl_ros.envs.registry import make_env
     from porl_ros.tools.evaluate import load_policy_for_env
     try:
         env = make_env(args.env, max_episode_steps=args.episode_steps)
-    except (ValueError, KeyError, ImportError) as e:
+    except (ValueError, KeyError, ImportError, EnvSetupError) as e:
         raise SystemExit(f"[porl] --env {args.env}: {e}") from None
     try:
         if args.checkpoint:

@@ -25,11 +25,15 @@ from porl_ros.envs.rlbench_env import (  # noqa: E402
 )
 
 
+_ENV_AT_IMPORT = dict(os.environ)  # before the fixture points LD_LIBRARY_PATH at the fake "CoppeliaSim"
+
+
 @pytest.fixture(autouse=True)
 def _fake_sim(monkeypatch, tmp_path):
     monkeypatch.setenv("COPPELIASIM_ROOT", str(tmp_path))
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
     monkeypatch.setenv("QT_QPA_PLATFORM_PLUGIN_PATH", str(tmp_path))
+    monkeypatch.setenv("DISPLAY", ":99")  # CoppeliaSim needs an X display (the double checks it)
     fake.clear()
     yield
     fake.clear()
@@ -209,27 +213,49 @@ def test_action_is_clipped_and_validated():
 # failures
 
 
-@pytest.mark.parametrize("error", [IKError("IK failed"), ConfigurationPathError("no path"),
-                                   InvalidActionError("bad action")])
-def test_step_failure_ends_episode_and_is_counted(error):
+def _invalid_action(cause=None) -> InvalidActionError:
+    """What RLBench's step raises: planning and IK failures come re-raised as InvalidActionError
+    from PyRep's error (arm_action_modes.py: `raise InvalidActionError(...) from e`)."""
+    error = InvalidActionError("A path could not be found." if cause else "bad action")
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize("cause", [None, IKError("IK failed"), ConfigurationPathError("no path")],
+                         ids=["plain", "ik", "path"])
+def test_step_failure_ends_episode_and_is_counted(cause):
     env = make()
     try:
         env.reset(seed=0)
         ok = env.step(np.full(8, 0.1))
-        TaskEnvironment.next_step_error = error
+        TaskEnvironment.next_step_error = _invalid_action(cause)
         r = env.step(np.full(8, 0.1))
-        name = type(error).__name__
         assert r.truncated and not r.terminated and not r.success and r.reward == 0.0
         np.testing.assert_array_equal(r.observation, ok.observation)
-        assert r.info["error"].startswith(name)
-        assert env.error_counts == {name: 1}
+        assert r.info["error"].startswith("InvalidActionError")
+        expected = {"InvalidActionError": 1} | ({type(cause).__name__: 1} if cause else {})
+        assert env.error_counts == expected
+        assert r.info.get("error_cause") == (type(cause).__name__ if cause else None)
         with pytest.raises(RuntimeError):
             env.step(np.zeros(8))
         env.reset()  # usable again
         assert not env.step(np.zeros(8)).truncated
-        TaskEnvironment.next_step_error = type(error)("again")
+        TaskEnvironment.next_step_error = _invalid_action(type(cause)("again") if cause else None)
         env.step(np.zeros(8))
-        assert env.error_counts == {name: 2}
+        assert env.error_counts == {name: 2 * n for name, n in expected.items()}
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("error", [IKError("IK failed"), ConfigurationPathError("no path")])
+def test_bare_pyrep_errors_are_handled_too(error):
+    """EndEffectorPoseViaIK/Planning wrap them; other code paths of PyRep may not."""
+    env = make()
+    try:
+        env.reset(seed=0)
+        TaskEnvironment.next_step_error = error
+        r = env.step(np.full(8, 0.1))
+        assert r.truncated and env.error_counts == {type(error).__name__: 1}
     finally:
         env.close()
 
@@ -403,8 +429,9 @@ def test_ee_pose_planning_failure_is_an_ended_episode():
         r = env.step(np.array([-0.59, 0.79, 0.76, 0, 1, 0, 0, 1.0]))
         assert r.truncated and r.reward == 0.0
         assert r.info["error_type"] == "InvalidActionError"
+        assert r.info["error_cause"] == "ConfigurationPathError"
         assert "ConfigurationPathError" in r.info["error"]
-        assert env.error_counts == {"InvalidActionError": 1}
+        assert env.error_counts == {"InvalidActionError": 1, "ConfigurationPathError": 1}
     finally:
         env.close()
 
@@ -424,14 +451,19 @@ def test_demonstrations_joint_velocity():
             assert act.shape == (obs.shape[0], env.spec.act_dim)
             assert obs.shape[0] >= 2
             assert np.all(act >= env.spec.action_low) and np.all(act <= env.spec.action_high)
-            # action t = joint velocities + gripper_open of observation t+1
-            np.testing.assert_allclose(act[:-1, :7], obs[1:, 1:8], atol=1e-6)
+            # action t = (joint positions t+1 - joint positions t) / 0.05 s, gripper_open of t+1
+            np.testing.assert_allclose(act[:-1, :7], np.clip((obs[1:, 8:15] - obs[:-1, 8:15]) / 0.05, -1, 1),
+                                       atol=1e-4)
             np.testing.assert_allclose(act[:-1, 7], obs[1:, 0])
     finally:
         env.close()
 
 
 def test_demo_actions_replay_to_success():
+    """Only against the test double: its arm follows a velocity exactly, so replaying the derived
+    actions retraces the demo. Real demos are recorded per path step while PyRep's path follower
+    drives the arm under position control; replayed as JointVelocity commands in CoppeliaSim
+    (dynamics, joint motors) they only approximate the path and need not succeed."""
     env = make()
     try:
         np.random.seed(11)
@@ -472,3 +504,67 @@ def test_registry_factory():
         assert env.spec.max_episode_steps == 200
     finally:
         env.close()
+
+
+# ---------------------------------------------------------------------------------------
+# against the real libraries' behaviour (issue 17)
+
+
+def test_no_display_is_a_setup_error_before_launch(monkeypatch):
+    """CoppeliaSim 4.1 aborts the process (an uncatchable core dump) without an X display, even
+    headless: the back-end must refuse before launching, and say to use xvfb-run."""
+    monkeypatch.delenv("DISPLAY")
+    with pytest.raises(RLBenchSetupError, match=r"DISPLAY.*xvfb-run -a"):
+        make()
+    assert fake.CALL_LOG == []  # never reached the launch that would have aborted
+
+
+def test_the_fake_aborts_without_a_display_like_coppeliasim(monkeypatch):
+    from fake_rlbench.pyrep import PyRep
+
+    monkeypatch.delenv("DISPLAY")
+    with pytest.raises(fake.ProcessAborted):
+        PyRep().launch("scene.ttt", headless=True)
+
+
+def test_touch_forces_only_for_the_panda():
+    env = make(robot_setup="jaco", max_episode_steps=10)
+    try:
+        assert "gripper_touch_forces[6]" not in env.spec.observation_layout
+        assert env.spec.obs_dim == 1 + 6 * 3 + 7 + 2 + 3
+    finally:
+        env.close()
+    fake.clear()
+    with pytest.raises(ValueError, match="gripper_touch_forces.*Panda"):
+        make(robot_setup="ur5", observation_fields=("joint_positions", "gripper_touch_forces"))
+    assert fake.CALL_LOG == []  # refused before the simulator starts
+
+
+def test_the_fake_has_touch_sensors_on_the_panda_only():
+    from fake_rlbench.backend.robot import FakeGripper
+
+    assert len(FakeGripper("PandaGripper").get_touch_sensor_forces()) == 2
+    with pytest.raises(NotImplementedError, match="No touch sensors for this robot!"):
+        FakeGripper("JacoGripper").get_touch_sensor_forces()
+
+
+def test_demo_joint_velocity_actions_with_stride_are_mean_velocities():
+    env = make()
+    try:
+        (obs, act), = env.demonstrations(1, stride=3)
+        q = obs[:, 8:15]
+        np.testing.assert_allclose(act[:-1, :7], np.clip((q[1:] - q[:-1]) / (3 * 0.05), -1, 1), atol=1e-4)
+    finally:
+        env.close()
+
+
+def test_sim_bridge_reports_a_setup_error_without_a_traceback(tmp_path):
+    import subprocess
+
+    env = {k: v for k, v in _ENV_AT_IMPORT.items() if k not in ("COPPELIASIM_ROOT", "DISPLAY")}
+    result = subprocess.run([sys.executable, "-m", "porl_ros.nodes.sim_bridge", "--ros-args", "-p",
+                             "env_id:=rlbench/reach_target"], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "COPPELIASIM_ROOT is not set" in out and "Traceback" not in out

@@ -67,6 +67,11 @@ class StepResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class EnvSetupError(RuntimeError):
+    """A back-end's simulator or libraries are missing or misconfigured; the message says what to
+    do. The bridge and `porl-ros run` turn it into one clear error line and a non-zero exit."""
+
+
 class EnvBackend(abc.ABC):
     """An environment the bridge can drive.
 

@@ -26,8 +26,9 @@ concatenated in the order given by ``observation_fields``. The default is all of
 ``Observation.get_low_dim_data()``'s fields in its order (what RLBench's own gym "state"
 mode returns): gripper_open[1], joint_velocities[DoF], joint_positions[DoF],
 joint_forces[DoF], gripper_pose[7] (tip x, y, z, qx, qy, qz, qw),
-gripper_joint_positions[2], gripper_touch_forces[6 for the Panda],
-task_low_dim_state[task-specific]. ``gripper_matrix`` (16, flattened 4x4) may also be
+gripper_joint_positions[2], gripper_touch_forces[6; the Panda only: the other robots'
+grippers have no touch sensors (PyRep raises NotImplementedError), so their default leaves
+it out and naming it is refused], task_low_dim_state[task-specific]. ``gripper_matrix`` (16, flattened 4x4) may also be
 named. The sizes are read from one reset at construction (task_low_dim_state's size
 depends on the task: 3 for reach_target) and listed in ``spec.observation_layout`` as
 ``"name[size]"``. joint_positions, joint_velocities, gripper_pose and gripper_open are
@@ -61,7 +62,9 @@ not be executed (``rlbench.backend.exceptions.InvalidActionError``: bad shape, n
 quaternion, target outside the workspace, planning failure; ``pyrep.errors.IKError``;
 ``pyrep.errors.ConfigurationPathError``) ends the episode: ``truncated=True``, reward 0,
 the last observation kept, ``info["error"] = "<Type>: <message>"`` and
-``error_counts[<Type>] += 1``, logged as a warning; it never propagates. A reset that
+``error_counts[<Type>] += 1``, logged as a warning; it never propagates. RLBench re-raises a
+planning or IK failure as InvalidActionError ``from`` PyRep's ConfigurationPathError / IKError:
+the cause is counted too (``error_counts["ConfigurationPathError"]``, ``info["error_cause"]``). A reset that
 fails (``TaskEnvironmentError``, ``BoundaryError``, ``WaypointError``) is retried up to
 ``max_reset_attempts`` times (also counted in ``error_counts``), then raises
 RuntimeError naming the task and the last cause.
@@ -78,9 +81,14 @@ variation (``task_env.set_variation``); ``variation=None`` draws one per reset
 observations o_0..o_T recorded every simulation step; the action taken at o_t is derived
 from o_{t+1}:
 
-* joint velocity: ``[o_{t+1}.joint_velocities, o_{t+1}.gripper_open]``: the joint velocity
-  measured after the step is the one applied during it (an approximation: the demo ran
-  RLBench's position-controlled path follower, not velocity commands);
+* joint velocity: ``[(o_{t+1}.joint_positions - o_t.joint_positions) / dt, o_{t+1}.gripper_open]``
+  with dt = 0.05 s per simulation step (times the stride): RLBench records a demo while
+  PyRep's path follower moves the arm under position control, one observation per path
+  step, so no velocity command exists to copy; the position change over the step is the
+  velocity that reproduces the recorded motion (the observations' joint_velocities are
+  instantaneous readings, not what was commanded). Replaying these actions under
+  ``JointVelocity`` retraces the demo in the test double exactly; in CoppeliaSim the arm's
+  dynamics make it an approximation (a BC target, not a guaranteed replay);
 * ee pose: ``[o_{t+1}.gripper_pose (quaternion normalised), o_{t+1}.gripper_open]``;
 
 clipped to the action bounds. ``stride=k`` keeps every k-th observation (o_0, o_k, ...)
@@ -90,7 +98,11 @@ action is a planned motion). The task must be ``reset()`` afterwards.
 **Installing the real thing** (nothing of it is pip-installable alone): CoppeliaSim 4.1
 (``COPPELIASIM_ROOT``, ``LD_LIBRARY_PATH``, ``QT_QPA_PLATFORM_PLUGIN_PATH``), PyRep and
 RLBench from GitHub; see ``INSTALL_HELP``. Missing pieces raise ``RLBenchSetupError``
-with those instructions. ``backend_module`` (default "rlbench") names the package the
+with those instructions (an ``EnvSetupError``: the sim bridge and ``porl-ros run`` report it
+as one line and exit non-zero). **X display**: CoppeliaSim 4.1 starts Qt on every launch,
+headless too, and without a display the process aborts with a core dump Python cannot catch;
+so ``DISPLAY`` is checked before launching and a missing one is an RLBenchSetupError that
+says to run under ``xvfb-run -a``. ``backend_module`` (default "rlbench") names the package the
 RLBench API is imported from; the tests pass a test double's name ("fake_rlbench").
 """
 
@@ -111,7 +123,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from porl_ros.envs.base import EnvBackend, EnvSpec, StepResult
+from porl_ros.envs.base import EnvBackend, EnvSetupError, EnvSpec, StepResult
 
 _LOG = logging.getLogger(__name__)
 
@@ -121,6 +133,12 @@ LOW_DIM_FIELDS: tuple[str, ...] = (
     "gripper_joint_positions", "gripper_touch_forces", "task_low_dim_state")
 # Low-dim fields that may also be named though get_low_dim_data() leaves them out.
 EXTRA_FIELDS: tuple[str, ...] = ("gripper_matrix",)
+# Only the Panda's gripper has touch sensors: PyRep's other grippers raise
+# NotImplementedError('No touch sensors for this robot!') when the field is requested.
+TOUCH_FIELD = "gripper_touch_forces"
+TOUCH_SENSOR_ROBOTS: tuple[str, ...] = ("panda",)
+# RLBench's simulation step (the scenes' dt): a joint velocity is held for this long.
+SIM_TIMESTEP_S = 0.05
 # Always recorded: joint_positions(), markers() and demonstrations() read them.
 _ALWAYS_RECORDED: tuple[str, ...] = (
     "gripper_open", "joint_velocities", "joint_positions", "gripper_pose")
@@ -160,7 +178,7 @@ pip-installable on its own):
 """
 
 
-class RLBenchSetupError(RuntimeError):
+class RLBenchSetupError(EnvSetupError):
     """CoppeliaSim, PyRep or RLBench is missing or misconfigured (message says what to do)."""
 
 
@@ -189,7 +207,8 @@ class RLBenchApi:
 
 
 def check_coppeliasim_environment() -> None:
-    """Raise RLBenchSetupError unless COPPELIASIM_ROOT names an existing directory.
+    """Raise RLBenchSetupError unless COPPELIASIM_ROOT names an existing directory and an X
+    display is set (DISPLAY; use xvfb-run on a machine without one).
 
     Also warns when LD_LIBRARY_PATH lacks it or QT_QPA_PLATFORM_PLUGIN_PATH is unset.
     """
@@ -199,6 +218,14 @@ def check_coppeliasim_environment() -> None:
     if not os.path.isdir(root):
         raise RLBenchSetupError(
             f"COPPELIASIM_ROOT={root!r} is not an existing directory.\n" + INSTALL_HELP)
+    if not os.environ.get("DISPLAY"):
+        # CoppeliaSim 4.1 starts Qt on every launch, headless too; without an X display the
+        # process aborts with a core dump that Python cannot catch. Say so before launching.
+        raise RLBenchSetupError(
+            "no X display (DISPLAY is not set): CoppeliaSim 4.1 needs one even when headless and "
+            "would abort the whole process. Run under a virtual display: xvfb-run -a <command> "
+            "(e.g. xvfb-run -a porl-ros run --env rlbench/reach_target ...), or set DISPLAY.\n"
+            + INSTALL_HELP)
     lib_dirs = [os.path.normpath(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(":")
                 if p]
     if os.path.normpath(root) not in lib_dirs:
@@ -384,12 +411,16 @@ class RLBenchEnv(EnvBackend):
         if robot_setup not in ROBOT_DOF:
             raise ValueError(f"robot_setup must be one of {sorted(ROBOT_DOF)}, "
                              f"got {robot_setup!r}")
-        fields = tuple(LOW_DIM_FIELDS if observation_fields is None else observation_fields)
+        fields = tuple(default_observation_fields(robot_setup) if observation_fields is None
+                       else observation_fields)
         allowed = LOW_DIM_FIELDS + EXTRA_FIELDS
         bad = [f for f in fields if f not in allowed]
         if bad or not fields or len(set(fields)) != len(fields):
             raise ValueError(f"observation_fields must be distinct names from {allowed}, "
                              f"got {fields}")
+        if TOUCH_FIELD in fields and robot_setup not in TOUCH_SENSOR_ROBOTS:
+            raise ValueError(f"observation field {TOUCH_FIELD}: only the Panda's gripper has touch "
+                             f"sensors (RLBench raises NotImplementedError for {robot_setup!r})")
         if max_episode_steps <= 0:
             raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
         if max_reset_attempts <= 0:
@@ -598,7 +629,12 @@ class RLBenchEnv(EnvBackend):
             message = f"{name}: {exc}"
             cause = exc.__cause__
             if cause is not None:
+                # RLBench re-raises planning and IK failures (PyRep's ConfigurationPathError,
+                # IKError) as InvalidActionError: count the underlying failure too.
                 message += f" (caused by {type(cause).__name__}: {cause})"
+                if isinstance(cause, self._step_errors()):
+                    self._error_counts[type(cause).__name__] += 1
+                    info["error_cause"] = type(cause).__name__
             _LOG.warning("rlbench/%s: step %d failed, episode ended: %s",
                          self.task_name, self._episode_step, message)
             self._needs_reset = True
@@ -747,15 +783,25 @@ class RLBenchEnv(EnvBackend):
             kept.append(demo[len(demo) - 1])  # always end at the demo's last observation
         if len(kept) < 2:
             raise ValueError("a demo needs at least two observations")
+        gaps = [stride] * (len(kept) - 1)
+        if (len(demo) - 1) % stride:
+            gaps[-1] = (len(demo) - 1) % stride
         obs = np.stack([self._vector(o) for o in kept[:-1]])
-        acts = np.stack([self._demo_action(o) for o in kept[1:]])
+        acts = np.stack([self._demo_action(o, n, gap) for o, n, gap in zip(kept[:-1], kept[1:], gaps)])
         acts = np.clip(acts, self.spec.action_low, self.spec.action_high)
         return obs.astype(np.float32), acts.astype(np.float32)
 
-    def _demo_action(self, next_obs) -> np.ndarray:
+    def _demo_action(self, obs, next_obs, gap: int) -> np.ndarray:
+        """The action that takes `obs` to `next_obs` (`gap` simulation steps later)."""
         gripper = self._field(next_obs, "gripper_open")
         if self.arm_action_mode == "joint_velocity":
-            return np.concatenate([self._field(next_obs, "joint_velocities"), gripper])
+            # Real demos are recorded while PyRep's path follower moves the arm under position
+            # control, one observation per simulation step: no velocity command was ever sent.
+            # The velocity that reproduces the recorded motion is the joint position change
+            # over the step (the measured joint_velocities are instantaneous readings).
+            delta = (self._field(next_obs, "joint_positions").astype(np.float64)
+                     - self._field(obs, "joint_positions").astype(np.float64))
+            return np.concatenate([delta / (gap * SIM_TIMESTEP_S), gripper])
         pose = self._field(next_obs, "gripper_pose").astype(np.float64)
         quat = pose[3:7] / max(float(np.linalg.norm(pose[3:7])), 1e-12)
         return np.concatenate([pose[:3], quat, gripper])
@@ -763,6 +809,14 @@ class RLBenchEnv(EnvBackend):
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"rlbench/{self.task_name}: the environment is closed")
+
+
+def default_observation_fields(robot_setup: str) -> tuple[str, ...]:
+    """Observation.get_low_dim_data()'s fields for this robot: all of them, but the touch
+    forces only where the gripper has touch sensors (the Panda)."""
+    if robot_setup.lower() in TOUCH_SENSOR_ROBOTS:
+        return LOW_DIM_FIELDS
+    return tuple(f for f in LOW_DIM_FIELDS if f != TOUCH_FIELD)
 
 
 def make_rlbench(name: str, *, max_episode_steps: int | None = None, seed: int | None = None,

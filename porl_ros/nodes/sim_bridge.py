@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray
 from porl_ros import graph
 from porl_ros.core.checkpoint import CheckpointError, load_actor
 from porl_ros.core.rollout import EnvStepper, open_env
+from porl_ros.envs.base import EnvSetupError
 from porl_ros.nodes.bridge_protocol import BridgeNode
 from porl_ros.nodes.diagnostics import Health, NodeDiagnostics, RateMeter
 from porl_ros.nodes.params import ParameterError, run_node
@@ -42,6 +43,8 @@ class SimBridge(BridgeNode):
             self.env = open_env(p["env_id"], self.episode_settings, p["seed"])
         except (ValueError, KeyError, ImportError) as e:
             raise ParameterError(f"parameter 'env_id' = {p['env_id']!r}: {e}") from None
+        except EnvSetupError as e:  # e.g. CoppeliaSim missing or no X display: say what to do, no traceback
+            raise ParameterError(f"parameter 'env_id' = {p['env_id']!r}: the simulator cannot start: {e}") from None
         self.spec = self.env.spec
         if p["checkpoint"]:
             try:

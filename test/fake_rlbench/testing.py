@@ -11,6 +11,11 @@ ENVIRONMENTS: list = []
 _lock = threading.Lock()
 
 
+class ProcessAborted(BaseException):
+    """Stands in for a crash the real library cannot report (CoppeliaSim's abort without an X
+    display): a BaseException, so code under test cannot swallow it with `except Exception`."""
+
+
 def record(name: str) -> None:
     with _lock:
         CALL_LOG.append((name, threading.get_ident()))

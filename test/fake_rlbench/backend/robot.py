@@ -141,6 +141,10 @@ class FakeGripper(object):
         return [0.04 * self.open_amount, 0.04 * self.open_amount]
 
     def get_touch_sensor_forces(self):
+        # PyRep's Gripper: only grippers with touch sensors in their model (the Panda's) can
+        # answer; RLBench asks while building an observation, so the first reset raises this.
+        if self.name != "PandaGripper":
+            raise NotImplementedError("No touch sensors for this robot!")
         return [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
     def actuate(self, amount: float, velocity: float) -> bool:

@@ -3,7 +3,8 @@
 Like the real class, the constructor raises PyRepError when COPPELIASIM_ROOT is unset or
 not an existing path, and ``launch`` makes the calling thread the simulation thread. The
 real CoppeliaSim misbehaves (or crashes) when called from another thread; this double
-raises RuntimeError instead, so that tests notice.
+raises RuntimeError instead, so that tests notice. Without an X display (DISPLAY unset) the
+real ``launch`` aborts the process; this double raises ``testing.ProcessAborted``.
 """
 
 import os
@@ -38,6 +39,14 @@ class PyRep(object):
     def launch(self, scene_file: str = "", headless: bool = False,
                responsive_ui: bool = False, blocking: bool = False,
                verbosity: Verbosity = Verbosity.NONE) -> None:
+        if not os.environ.get("DISPLAY"):
+            # CoppeliaSim 4.1 starts Qt on every launch, headless or not: with no X display
+            # the real process aborts (SIGABRT, core dump) and nothing in Python runs after.
+            # The double cannot abort the test process, so it raises a BaseException that no
+            # `except Exception` handles: a test that sees it has launched without a display.
+            raise testing.ProcessAborted(
+                "qt.qpa.xcb: could not connect to display; This application failed to start "
+                "because no Qt platform plugin could be initialized. (core dumped)")
         self._init_thread_id = threading.get_ident()
         self.headless = headless
         self._check_thread("launch")
