@@ -153,3 +153,35 @@ def test_an_early_switch_survives_a_bookkeeping_round_trip():
     restored.agent.set_phase(learner.agent.phase)  # resume_learner restores the agent's tensors first
     restored.load_bookkeeping_state(learner.bookkeeping_state())
     assert restored.switch_step == 3 and restored.updates_owed() == learner.updates_owed()
+
+
+def _add(learner, seq, episode, step, source=0):
+    return learner.add_transition(source, seq, episode, np.full(3, 0.1), np.zeros(2), 0.0, np.full(3, 0.1), False,
+                                  False, False, step=step)
+
+
+def test_a_forged_forward_seq_jump_never_starves_the_real_stream():
+    """Issue 17: one Transition with seq + 5000 (and a far episode) made the learner reject the next
+    4999 genuine ones as duplicates. Now the jump is undone as soon as the stream goes on where it was."""
+    learner = _learner()
+    for seq in range(10):
+        _add(learner, seq, 0, seq)
+    _add(learner, 5010, 900, 0)  # forged
+    assert learner.next_seq[0] == 5011 and learner.seq_gaps == 5000
+    for seq in range(10, 40):  # the genuine bridge goes on: every transition is stored
+        _add(learner, seq, 0, seq)
+    assert learner.env_steps == 41 and learner.next_seq[0] == 40
+    assert learner.seq_gaps == 0 and learner.seq_jumps_undone == 1
+    assert sum(learner.rejected.values()) == 0
+    # A real gap (lost messages) is still a gap, and stays one while nothing comes back for it.
+    _add(learner, 43, 0, 43)
+    _add(learner, 44, 0, 44)
+    assert learner.seq_gaps == 3 and learner.next_seq[0] == 45
+    # Jumps on top of jumps are undone together; the state survives a bookkeeping round trip.
+    _add(learner, 9000, 5000, 0)
+    _add(learner, 9500, 5000, 1)
+    restored = _learner()
+    restored.load_bookkeeping_state(learner.bookkeeping_state())
+    for seq in range(45, 50):
+        _add(restored, seq, 0, seq)
+    assert restored.next_seq[0] == 50 and restored.seq_gaps == 3 and restored.seq_jumps_undone == 3

@@ -61,6 +61,11 @@ class _OpenEpisode:
     inserts: list = field(default_factory=list)  # replay insert numbers, for the observed returns at its end
 
 
+# Forward seq jumps of one bridge remembered for undoing (a transition at the seq expected before
+# one proves it spurious); older ones are taken as real losses.
+MAX_PENDING_JUMPS = 16
+
+
 class PorlLearner:
     """Replay + agent + phase schedule + statistics."""
 
@@ -95,6 +100,13 @@ class PorlLearner:
         self.rejected = collections.Counter()  # rejected transitions by field
         self.bridge_restarts = 0  # a bridge started again from seq 0 (it persists nothing)
         self._last_position: dict[int, tuple[int, int]] = {}  # source -> (episode, step) last stored
+        # A forward seq jump is accepted (messages can be lost) but not trusted: while a transition
+        # may still arrive at the seq expected before it, the jump can be undone. source -> the
+        # latest MAX_PENDING_JUMPS jumps, oldest first: (that seq, the gap counted, last position and
+        # open episode before the jump). So one forged transition with seq + N never makes the next
+        # N genuine ones look like duplicates.
+        self._jumps: dict[int, list[tuple[int, int, Optional[tuple[int, int]], Optional[_OpenEpisode]]]] = {}
+        self.seq_jumps_undone = 0  # jumps a transition at the old expected seq proved spurious
         self.policy_version = 0
         self._actor_updates_published = agent.actor_updates
         self._restores_published = agent.actor_restores
@@ -138,13 +150,14 @@ class PorlLearner:
         if not 0 <= source < self.num_sources:
             raise TransitionRejected(f"bridge_id {source} is not in [0, {self.num_sources})")
         restart = self.is_bridge_restart(source, seq)
-        if seq < self.next_seq[source] and not restart:
+        undoes_jump = self.undoes_jump(source, seq)
+        if seq < self.next_seq[source] and not restart and not undoes_jump:
             raise TransitionRejected(f"seq {seq} of bridge {source} is a duplicate or out of order "
                                      f"(expected >= {self.next_seq[source]})")
         if seq > self.next_seq[source] + self.max_seq_jump:
             raise TransitionRejected(f"seq {seq} of bridge {source} jumps more than {self.max_seq_jump} ahead "
                                      f"of the expected {self.next_seq[source]}")
-        last = None if restart else self._last_position.get(source)
+        last = None if restart else self._jump_at(source, seq)[2] if undoes_jump else self._last_position.get(source)
         if episode is not None and last is not None and episode < last[0]:
             raise TransitionRejected(f"episode {episode} of bridge {source} goes back (last stored {last[0]})")
         if step is not None and last is not None and episode == last[0] and step <= last[1]:
@@ -183,6 +196,30 @@ class PorlLearner:
             self.next_seq[source] = 0
             self._open.pop(source, None)
             self._last_position.pop(source, None)
+            self._jumps.pop(source, None)
+        elif self.undoes_jump(source, seq):
+            # The stream goes on where it was before the jump: the jump was spurious (forged or
+            # corrupt). Its one transition stays stored; the expectations before it come back.
+            jumps = self._jumps[source]
+            index = [jump[0] for jump in jumps].index(seq)
+            origin, _, last, open_episode = jumps[index]
+            self.seq_gaps -= sum(jump[1] for jump in jumps[index:])  # it and every later jump
+            self.seq_jumps_undone += len(jumps) - index
+            del jumps[index:]
+            self.next_seq[source] = origin
+            if last is None:
+                self._last_position.pop(source, None)
+            else:
+                self._last_position[source] = last
+            if open_episode is None:
+                self._open.pop(source, None)
+            else:
+                self._open[source] = open_episode
+        if seq > self.next_seq[source]:
+            jumps = self._jumps.setdefault(source, [])
+            jumps.append((self.next_seq[source], seq - self.next_seq[source], self._last_position.get(source),
+                          self._open.get(source)))
+            del jumps[:-MAX_PENDING_JUMPS]
         if step is not None:
             self._last_position[source] = (int(episode), int(step))
         elif source in self._last_position:
@@ -207,6 +244,13 @@ class PorlLearner:
         if terminated or truncated:
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
         return None
+
+    def undoes_jump(self, source: int, seq: int) -> bool:
+        """Whether `seq` is the one expected before a pending forward jump of this source."""
+        return self._jump_at(source, seq) is not None
+
+    def _jump_at(self, source: int, seq: int):
+        return next((jump for jump in self._jumps.get(source, ()) if jump[0] == seq), None)
 
     @property
     def switch_step(self) -> Optional[int]:
@@ -288,6 +332,11 @@ class PorlLearner:
                                        "inserts": list(v.inserts)}
                               for k, v in self._open.items()},
             "last_position": {str(k): list(v) for k, v in self._last_position.items()},
+            # Unconfirmed seq jumps (their open episode is not kept: after a resume an undone jump
+            # starts a new episode record).
+            "seq_jumps": {str(k): [[j[0], j[1], list(j[2]) if j[2] is not None else None] for j in v]
+                          for k, v in self._jumps.items()},
+            "seq_jumps_undone": self.seq_jumps_undone,
             "restores_published": self._restores_published,
             "guard": self.guard.state() if self.guard is not None else None,
         }
@@ -315,6 +364,9 @@ class PorlLearner:
                                                bool(v["success"]), [int(x) for x in v["inserts"]])
                           for k, v in state["open_episodes"].items()}
             self._last_position = {int(k): (int(v[0]), int(v[1])) for k, v in state["last_position"].items()}
+            self._jumps = {int(k): [(int(j[0]), int(j[1]), None if j[2] is None else (int(j[2][0]), int(j[2][1])),
+                                     None) for j in v] for k, v in (state.get("seq_jumps") or {}).items()}
+            self.seq_jumps_undone = int(state.get("seq_jumps_undone", 0))
             self._restores_published = int(state["restores_published"])
             if self.guard is not None and state["guard"] is not None:
                 self.guard.load_state(state["guard"])
@@ -404,6 +456,7 @@ class PorlLearner:
             "seq_gaps": self.seq_gaps,
             "rejected_transitions": sum(self.rejected.values()),
             "bridge_restarts": self.bridge_restarts,
+            "seq_jumps_undone": self.seq_jumps_undone,
             "guard_restores": self.agent.actor_restores,
             "actor_lr": self.agent.actor_lr,
             "guard_baseline_success": self.guard.baseline.success_rate if self.guard and self.guard.baseline else -1.0,

@@ -164,6 +164,7 @@ class LearnerNode(Node):
                 return
             phase_before = self.learner.phase
             restart = self.learner.is_bridge_restart(msg.bridge_id, msg.seq)
+            undoes_jump = self.learner.undoes_jump(msg.bridge_id, msg.seq)
             try:
                 record = self.learner.add_transition(
                     msg.bridge_id, msg.seq, msg.episode, msg.state, msg.action, msg.reward, msg.next_state,
@@ -180,6 +181,10 @@ class LearnerNode(Node):
             if restart:
                 self.get_logger().warning(f"bridge {msg.bridge_id} restarted (seq 0 after {expected - 1}); "
                                           f"its sequence starts again")
+            elif undoes_jump:
+                self.get_logger().warning(f"bridge {msg.bridge_id}: seq {msg.seq} continues the stream from before "
+                                          f"a jump to {expected - 1}: that jump was spurious (forged or corrupt) "
+                                          f"and is undone", throttle_duration_sec=1.0)
             elif expected is not None and msg.seq > expected:
                 self.get_logger().warning(f"bridge {msg.bridge_id}: {msg.seq - expected} transition(s) missing "
                                           f"before seq {msg.seq} (gap counted)")
