@@ -101,7 +101,7 @@ def ros_args(spec: graph.NodeSpec, files: list[str], params: dict) -> list[str]:
 class ProgressPrinter:
     """Subscribes to the learner's status and prints one live progress line."""
 
-    def __init__(self, total_steps: Optional[int]) -> None:
+    def __init__(self, total_steps: Optional[int], run_id: str = "") -> None:
         import rclpy
 
         from porl_ros.core.phases import DONE
@@ -109,6 +109,7 @@ class ProgressPrinter:
         from porl_ros_interfaces.msg import TrainingStatus
 
         self.total = total_steps
+        self.run_id = run_id  # another run's status (same ROS domain) is not this run's progress
         self.done_phase = DONE
         self.latest = None
         self.tty = sys.stdout.isatty()
@@ -129,6 +130,8 @@ class ProgressPrinter:
             self.executor.spin_once(timeout_sec=0.1)
 
     def _on_status(self, msg) -> None:
+        if self.run_id and msg.run_id != self.run_id:
+            return
         self.latest = msg
         now = time.monotonic()
         if self.latest_printed_done or (not self.tty and now - self.last_print < 10.0 and msg.phase != self.done_phase):
@@ -314,7 +317,7 @@ RUN_SETTINGS_FILE = "run_settings.json"
 # What defines a run: a resumed run takes them from run_settings.json; changing one needs --override.
 # (The others, e.g. --eval-episodes, --domain-id or --single-process, may differ per start.)
 RUN_DEFINING = ("env", "timing_mode", "seed", "episode_steps", "steps", "presample_steps", "eval_every",
-                "profile", "num_bridges", "bridge", "checkpoint", "param")
+                "profile", "num_bridges", "bridge", "checkpoint", "param", "run_id")
 
 
 def explicit_options(argv: Optional[list[str]]) -> set[str]:
@@ -480,6 +483,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.resume and args.run_dir:
         apply_saved_settings(run_dir, args, explicit_options(argv))
     check_arguments(args)  # before anything is created
+    if args.run_id is None:  # (a resumed run has its own from run_settings.json)
+        # One machine: a fresh identity, so no other run's learner or bridge (or a forger without
+        # it) can stop or feed this one. Split hosts must agree: unless --run-id is given, accept any.
+        import secrets
+        args.run_id = secrets.token_hex(8) if args.role == "all" else ""
     learner_state = run_dir / "learner" / "state"
     if not args.resume and learner_state.is_dir() and any(learner_state.iterdir()):
         raise SystemExit(f"[porl] {run_dir} already holds a run (learner state in {learner_state}); "
@@ -519,7 +527,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
           f"profile {args.profile}; logs in {run_dir / 'logs'}")
-    progress = ProgressPrinter(learner_settings.total_env_steps)
+    progress = ProgressPrinter(learner_settings.total_env_steps, args.run_id or "")
     interrupted = False
     try:
         if args.single_process:

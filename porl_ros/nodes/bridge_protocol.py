@@ -40,6 +40,7 @@ class BridgeNode(Node):
         self.lockstep = self.p["timing_mode"] == graph.LOCKSTEP
         self.finished = False
         self.exit_code = 0
+        self.foreign_messages = 0  # status/acks of another run, ignored
 
     def _setup_graph(self, book: EpisodeBook) -> None:
         """Step bookkeeping and the graph's topics; called once the bridge's own parameters passed."""
@@ -72,8 +73,18 @@ class BridgeNode(Node):
             self.get_logger().error(f"rejected action for episode {msg.episode} step {msg.step}: {e}")
             return None
 
+    def _from_my_run(self, msg, kind: str) -> bool:
+        """Whether a learner message belongs to this bridge's run (any, when run_id is unset)."""
+        if not self.p["run_id"] or msg.run_id == self.p["run_id"]:
+            return True
+        self.foreign_messages += 1
+        self.get_logger().warning(f"ignoring a {kind} of run {msg.run_id!r} (this is run {self.p['run_id']!r}): "
+                                  f"another run's learner on this ROS domain, or a forger",
+                                  throttle_duration_sec=5.0)
+        return False
+
     def _on_ack(self, msg: TransitionAck) -> None:
-        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack:
+        if msg.bridge_id != self.p["bridge_id"] or not self.awaiting_ack or not self._from_my_run(msg, "ack"):
             return
         if self.last_transition is None or msg.seq != self.last_transition.seq:
             return
@@ -83,6 +94,8 @@ class BridgeNode(Node):
         self._after_ack()
 
     def _on_status(self, msg: TrainingStatus) -> None:
+        if not self._from_my_run(msg, "status"):
+            return
         if msg.phase == DONE:
             self._set_phase(DONE)  # also in lockstep: the last ack may never come once the learner exits
         elif not self.lockstep:
@@ -117,7 +130,8 @@ class BridgeNode(Node):
         transition = Transition(bridge_id=self.p["bridge_id"], seq=record.seq, episode=record.episode,
                                 step=record.step, reward=float(record.reward), terminated=record.terminated,
                                 truncated=record.truncated, success=record.success,
-                                exploratory=action_msg.exploratory, policy_version=action_msg.policy_version)
+                                exploratory=action_msg.exploratory, policy_version=action_msg.policy_version,
+                                run_id=self.p["run_id"])
         transition.header.stamp = self.get_clock().now().to_msg()
         transition.header.frame_id = self.p["frame_id"]
         transition.state = to_float32_field(record.state)

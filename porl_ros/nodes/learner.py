@@ -150,6 +150,12 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ transitions
     def _on_transition(self, msg: Transition) -> None:
+        if self.p["run_id"] and msg.run_id != self.p["run_id"]:
+            # Another run's bridge on this domain, or a forger: not ours to store, nor to ack.
+            self.learner.rejected["run_id"] += 1
+            self.get_logger().error(f"rejected a transition of run {msg.run_id!r} (this is run "
+                                    f"{self.p['run_id']!r})", throttle_duration_sec=5.0)
+            return
         self.transition_meter.tick()
         self.recent_exploratory.append(bool(msg.exploratory))
         if self.done:
@@ -213,7 +219,7 @@ class LearnerNode(Node):
         if not self.lockstep:
             return
         ack = TransitionAck(bridge_id=msg.bridge_id, seq=msg.seq, policy_version=self.learner.policy_version,
-                            phase=DONE if self.done else self.learner.phase)
+                            phase=DONE if self.done else self.learner.phase, run_id=self.p["run_id"])
         ack.header.stamp = self.get_clock().now().to_msg()
         self.ack_pub.publish(ack)
 
@@ -273,7 +279,8 @@ class LearnerNode(Node):
             epsilon=float(np.mean(self.recent_exploratory)) if self.recent_exploratory else 0.0,
             q_calibration_gap=s["q_calibration_gap"], seq_gaps=s["seq_gaps"],
             rejected_transitions=s["rejected_transitions"], guard_restores=s["guard_restores"],
-            guard_baseline_success=s["guard_baseline_success"], guard_window_success=s["guard_window_success"])
+            guard_baseline_success=s["guard_baseline_success"], guard_window_success=s["guard_window_success"],
+            run_id=self.p["run_id"])
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
 

@@ -45,6 +45,9 @@ class LearnerSettings(Settings):
     timing_mode: str = setting(graph.LOCKSTEP, "'lockstep' or 'free_running' (must match the bridges).",
                                TIMING_MODE)
     num_bridges: int = setting(1, "Number of bridges feeding this learner (bridge ids 0..N-1).", POSITIVE)
+    run_id: str = setting("", "Identity of this run: transitions carrying another run_id are rejected, and it "
+                              "is sent with every status and ack (porl-ros run sets a random one per run, kept "
+                              "on --resume; empty: accept any).")
     total_env_steps: int = setting(100_000, "End of the run: final checkpoint, then the learner exits "
                                             "(0: run until stopped).", NON_NEGATIVE)
     replay_capacity: int = setting(1_000_000, "Replay buffer capacity (transitions).", POSITIVE)
@@ -119,6 +122,9 @@ class BridgeSettings(Settings):
                                    POSITIVE)
     max_env_steps: int = setting(0, "Stop after this many steps (0: until the learner reports done).",
                                  NON_NEGATIVE)
+    run_id: str = setting("", "Identity of this bridge's run: status and acks carrying another run_id (another "
+                              "run's learner, a forger) are ignored, and it is sent with every transition "
+                              "(porl-ros run sets it; empty: accept any).")
     first_seq: int = setting(0, "seq of this bridge's first transition: a resumed run continues the numbering "
                                 "(porl-ros run --resume sets it from the learner's state).", NON_NEGATIVE)
     first_episode: int = setting(0, "Index of this bridge's first episode (seeded seed + index): a resumed run "
