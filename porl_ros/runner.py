@@ -245,8 +245,10 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
                 break
             time.sleep(0.2)
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        for label, proc in procs.items():
+            # The learner writes its final checkpoint (counters, networks, replay) on SIGINT: give it
+            # the time, or a resume falls back to an older checkpoint and loses the updates since.
+            _stop(proc, LEARNER_STOP_TIMEOUT_S if label == graph.LEARNER else 10.0)
     return code
 
 
@@ -257,12 +259,15 @@ def _report_failed_node(label: str, code: int, logs: Path) -> None:
     print(f"\n[porl] node {label} exited with code {code}; log {log}" + "".join(f"\n    {line}" for line in tail))
 
 
-def _stop(proc: subprocess.Popen) -> None:
+LEARNER_STOP_TIMEOUT_S = 120.0
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(10)
+        proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)

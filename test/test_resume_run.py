@@ -104,3 +104,46 @@ def test_bridge_positions_read_checkpoint_and_log(tmp_path):
     store.close()
     assert bridge_positions(tmp_path / "state") == {0: (5, 3), 1: (8, 5)}
     assert bridge_positions(tmp_path / "nothing") == {}
+
+
+def test_interrupted_run_resumes_with_its_counters_and_new_episodes(tmp_path, checkpoint):
+    """The issue's case: stop a run midway (Ctrl-C of porl-ros run), resume it without repeating
+    any option: its T and total are kept, updates go on from the saved count, and no episode index
+    (so no episode seed) is used twice."""
+    import signal
+
+    total = 400
+    run_dir = tmp_path / "run"
+    cmd = run_command(checkpoint, run_dir, "--episode-steps", str(EPISODE), "--steps", str(total),
+                      "--presample-steps", str(PRESAMPLE), params=PARAMS)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    metrics = run_dir / "learner" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out[-3000:]
+    store = LearnerStateStore(run_dir / "learner" / "state", 0, 0)
+    stopped_at = json.loads((store.checkpoints()[0] / "checkpoint.json").read_text().split("\n", 1)[1])
+    steps_before = stopped_at["bookkeeping"]["env_steps"]
+    assert 0 < steps_before < total
+
+    resumed = subprocess.run([*run_command(checkpoint, run_dir), "--resume"], capture_output=True, text=True,
+                             timeout=240, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads((run_dir / "learner" / "learner_summary.json").read_text())
+    assert summary["env_steps"] == total  # the saved --steps, not the profile's
+    assert summary["gradient_updates"] == UTD * (total - STARTS + 1)  # counted on, not from 0
+    assert summary["bridge_restarts"] == 0
+    episodes = _episodes(run_dir)
+    assert episodes == sorted(set(episodes)), f"an episode index was used twice: {episodes}"
