@@ -241,3 +241,53 @@ def test_hostile_weights_requests_and_observations(graph):
         values = np.asarray(action.action)
         assert values.shape == (ACT,) and np.all(np.abs(values) <= 1.0) and action.step in (1, 2)
     assert not graph.errors, graph.errors
+
+
+def test_state_out_of_training_range_or_nan_action_never_reaches_a_robot(graph):
+    """A finite but huge state ([1e38] * 39) made the actor answer NaN with ok=true. The policy
+    server refuses such a state, and any non-finite action, with a reason; the controller then
+    sends no action for that observation (the bridge sees a missing action) and counts it."""
+    server, controller = graph.server, graph.controller
+    assert wait_until(lambda: graph.client.service_is_ready(), 20)
+    for huge in ([1e38] * OBS, [0.0] * (OBS - 1) + [-3e6]):
+        response = graph.call(huge)
+        assert not response.ok and not response.not_loaded_yet
+        assert "trained on" in response.error and "max_normalised_state" in response.error, response.error
+        assert not np.any(np.isnan(np.asarray(response.action)))
+    assert server.out_of_range_states == 2
+    assert graph.call(np.full(OBS, 50.0)).ok  # within the default bound (100 standard deviations)
+
+    real_actor = server.actor
+
+    class NanActor:  # a diverged actor: finite input, NaN out
+        obs_dim, obs_mean, obs_std = real_actor.obs_dim, real_actor.obs_mean, real_actor.obs_std
+
+        def act(self, state, deterministic=True, generator=None):
+            return np.full(ACT, np.nan, dtype=np.float32)
+
+    server.actor = NanActor()
+    response = graph.call(np.zeros(OBS))
+    assert not response.ok and "non-finite" in response.error
+    assert server.non_finite_actions == 1
+    values = server._health().values  # counted in diagnostics
+    assert values["non_finite_actions"] == 1 and values["out_of_range_states"] == 2
+
+    # Through the controller: no Action at all for these observations, counted.
+    assert wait_until(lambda: graph.observation_pub.get_subscription_count() > 0, 20)
+
+    def observation(state, step):
+        msg = Observation(bridge_id=0, episode=0, step=step, phase="presample")
+        msg.state = to_float32_field(np.asarray(state, dtype=np.float32))
+        return msg
+
+    graph.observation_pub.publish(observation(np.zeros(OBS), step=1))  # NaN actor
+    assert wait_until(lambda: controller.refused_actions == 1, 20), controller.refused_actions
+    server.actor = real_actor
+    graph.observation_pub.publish(observation(np.full(OBS, 1e38), step=2))  # out of range
+    assert wait_until(lambda: controller.refused_actions == 2, 20), controller.refused_actions
+    assert controller._health().values["refused_actions"] == 2
+    graph.observation_pub.publish(observation(np.zeros(OBS), step=3))
+    assert wait_until(lambda: len(graph.actions) >= 1, 20)
+    assert [a.step for a in graph.actions] == [3]
+    assert all(np.all(np.isfinite(np.asarray(a.action))) for a in graph.actions)
+    assert not graph.errors, graph.errors

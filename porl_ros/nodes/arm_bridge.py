@@ -48,6 +48,7 @@ from porl_ros.core import safety
 from porl_ros.core.checkpoint import CheckpointError, load_actor
 from porl_ros.core.rollout import EpisodeBook, StepRecord
 from porl_ros.nodes.bridge_protocol import BridgeNode
+from porl_ros.nodes.diagnostics import Health, NodeDiagnostics
 from porl_ros.nodes.params import ParameterError, run_node
 from porl_ros.nodes.qos import STATUS_QOS
 from porl_ros.nodes.settings import CARTESIAN_VELOCITY
@@ -139,6 +140,8 @@ class ArmBridge(BridgeNode):
         self.create_service(SetBool, p["emergency_stop_service"], self._on_emergency_stop)
         self.create_timer(self.period, self._control_tick)
         self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick)
+        self.reported_counters = dict(self.counters)
+        self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"], hardware_id=p["env_id"])
         self.get_logger().info(
             f"{p['env_id']}: {p['command_mode']}, {n} joints, obs {self.obs_dim}, act {self.act_dim}, "
             f"{p['timing_mode']} at {p['control_rate_hz']} Hz, watchdog {self.monitor.watchdog.timeout_s * 1e3:.0f} ms")
@@ -168,6 +171,24 @@ class ArmBridge(BridgeNode):
         if np.any(self.home_ee < box.workspace_low + box.workspace_margin) or \
                 np.any(self.home_ee > box.workspace_high - box.workspace_margin):
             raise ParameterError("parameter 'home_ee_position' must lie inside the workspace box less its margin")
+
+    def _health(self) -> Health:
+        values = {"env_id": self.p["env_id"], "activity": self.activity, "safety_state": self.monitor.state,
+                  "episode": self.book.episode, "step": self.book.step, "env_steps": self.book.seq,
+                  "commanded_speed": float(np.max(np.abs(self.command))) if self.command.size else 0.0,
+                  **self.counters}
+        health = Health(values=values, message=f"{self.activity} ({self.monitor.state})")
+        if self.monitor.state == safety.EMERGENCY_STOP:
+            health.warn("emergency stop engaged")
+        elif self.monitor.state == safety.WATCHDOG_STOP:
+            health.warn(f"watchdog stop: no fresh {', '.join(self.monitor.stale_inputs)}")
+        new = {k: v - self.reported_counters.get(k, 0) for k, v in self.counters.items()
+               if k in ("rejected_actions", "rejected_joint_states", "rejected_poses")}
+        self.reported_counters = dict(self.counters)
+        for key, count in new.items():
+            if count > 0:
+                health.warn(f"{count} {key.replace('_', ' ')} since the last report")
+        return health
 
     # ------------------------------------------------------------------ driver inputs
     def _on_joint_state(self, msg: JointState) -> None:

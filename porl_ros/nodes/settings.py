@@ -102,6 +102,11 @@ class PolicyServerSettings(Settings):
     seed: int = setting(0, "Seed of the action-sampling generator (stochastic requests).", NON_NEGATIVE)
     get_action_service: str = setting(graph.GET_ACTION_SERVICE, "Service name of GetAction.")
     weights_topic: str = setting(graph.WEIGHTS_TOPIC, "Latched topic of versioned actor weights.")
+    max_normalised_state: float = setting(100.0, "Refuse a GetAction state with a component farther than this "
+                                                 "from the actor's training mean, in units of its training "
+                                                 "standard deviation ((state - obs_mean) / obs_std; an actor "
+                                                 "without statistics: the raw value). Such a state is far "
+                                                 "outside what the policy was trained on.", POSITIVE)
     diagnostics_rate_hz: float = _diagnostics_rate()
 
 
@@ -160,6 +165,7 @@ class ArmBridgeSettings(BridgeSettings):
                                TIMING_MODE)
     control_rate_hz: float = setting(20.0, "Control (step) rate; also the command streaming rate.", POSITIVE)
     frame_id: str = setting("world", "frame_id of published porl headers.")
+    diagnostics_rate_hz: float = _diagnostics_rate()
     # ---- the robot's drivers
     command_mode: str = setting(JOINT_VELOCITY, "'joint_velocity' (Float64MultiArray to a forward velocity "
                                                 "controller) or 'cartesian_velocity' (TwistStamped to MoveIt "
