@@ -201,8 +201,14 @@ def pretrain(args: argparse.Namespace, out: Path) -> str:
 
 
 def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, run_dir: Path,
-                        env: dict) -> int:
-    """Start each node as its own OS process; return when the learner exits (or one fails)."""
+                        env: dict, learner_done=lambda: False, grace_s: float = 10.0) -> int:
+    """Start each node as its own OS process; return when the learner exits (or one fails).
+
+    Every node is required: one that ends while the run goes on (even with exit 0, e.g. a
+    bridge that stopped early while the learner still waits for transitions) ends the run
+    as a failure, unless the learner has reported the run done (`learner_done()`), after
+    which the bridges stop first by design; `grace_s` is how long a node's end may precede
+    the learner's own (or its done report) before that counts as a failure."""
     config_dir = graph.source_config_dir()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -220,6 +226,7 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     # Robot role: no learner here; the bridges stop when the learner reports the run done.
     bridge_labels = [label for label, spec in zip(procs, nodes) if spec.name in graph.BRIDGE_NODES]
     code = 0
+    ended_at: dict[str, float] = {}  # nodes that ended with exit 0 before the run did
     try:
         while True:
             if graph.LEARNER in procs:
@@ -237,18 +244,56 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
                     _report_failed_node(label, rc, logs)
                 code = 1
                 break
+            now = time.monotonic()
+            for label, proc in procs.items():
+                if proc.poll() == 0 and label != graph.LEARNER:
+                    ended_at.setdefault(label, now)
+            if graph.LEARNER in procs:
+                early = [k for k, t in ended_at.items() if now - t > grace_s and not learner_done()]
+            else:  # robot role: the bridges end the run; a controller or policy server may not end first
+                early = [k for k, t in ended_at.items() if k not in bridge_labels and now - t > grace_s
+                         and not all(procs[b].poll() is not None for b in bridge_labels)]
+            if early:
+                for label in early:
+                    _report_failed_node(label, 0, logs, why="ended (exit 0) while the run was still going "
+                                        "(the learner has not reported it done): a required node is gone")
+                code = 1
+                break
             time.sleep(0.2)
     finally:
+        for proc in procs.values():  # all at once: each saves its state in parallel
+            _signal_group(proc, signal.SIGINT)
         for proc in procs.values():
             _stop(proc)
     return code
 
 
-def _report_failed_node(label: str, code: int, logs: Path) -> None:
-    """Say which node failed and show the end of its log (usually one line naming the cause)."""
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def describe_exit(code: int) -> str:
+    """'exit 3' or 'killed by SIGKILL' (a negative Popen return code is the signal)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def _report_failed_node(label: str, code: int, logs: Path, why: str = "") -> None:
+    """Say which node failed and how, and show the end of that node's own log."""
     log = logs / f"{label}.log"
-    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
-    print(f"\n[porl] node {label} exited with code {code}; log {log}" + "".join(f"\n    {line}" for line in tail))
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+    how = why or (f"was {describe_exit(code)} (from outside: another process, a person or the OOM killer; "
+                  f"its log ends without an error of its own)" if code < 0 else f"exited with code {code}")
+    print(f"\n[porl] node {label} {how}; last lines of its log {log}:"
+          + "".join(f"\n    {line}" for line in tail), flush=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -306,7 +351,25 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     return code
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (the graph's processes are stopped with
+    SIGINT and save their state) instead of leaving the nodes running without their runner."""
+    stopping = []
+
+    def handler(signum, _frame):
+        if stopping:  # already stopping the nodes: a second signal must not cut that short
+            print(f"[porl] {signal.Signals(signum).name}: already stopping the nodes", flush=True)
+            return
+        stopping.append(signum)
+        raise KeyboardInterrupt(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    _stop_on_signals()
     args = build_parser().parse_args(argv)
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,13 +423,22 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"profile {args.profile}; logs in {run_dir / 'logs'}")
     progress = ProgressPrinter(learner_settings.total_env_steps)
     interrupted = False
+    from porl_ros.core.phases import DONE
     try:
         if args.single_process:
             code = run_graph_single_process(nodes, params, args)
         else:
-            code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ))
-    except KeyboardInterrupt:
-        interrupted, code = True, 130
+            code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ),
+                                       learner_done=lambda: progress.latest is not None
+                                       and progress.latest.phase == DONE)
+    except KeyboardInterrupt as e:
+        # Ctrl-C, or SIGTERM / SIGHUP (see _stop_on_signals): the nodes were stopped with
+        # SIGINT on the way out, so each saved its state as on Ctrl-C.
+        interrupted = True
+        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
+        code = 128 + int(signum)
+        print(f"\n[porl] stopped by {signal.Signals(signum).name}: nodes stopped as on Ctrl-C "
+              f"(state saved; continue with --resume --run-dir {run_dir})", flush=True)
     finally:
         progress.close()
     evaluations = evaluator.finish(timeout_s=5.0 if code else 600.0) if evaluator else []
