@@ -351,6 +351,27 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     return code
 
 
+# Set by scripts/porl-env when it chose ROS_AUTOMATIC_DISCOVERY_RANGE itself (the user had not).
+WRAPPER_DEFAULT_MARK = "PORL_DISCOVERY_RANGE_DEFAULT"
+
+
+def discovery_range(role: str, environ) -> tuple[str, str]:
+    """ROS_AUTOMATIC_DISCOVERY_RANGE for this run, and a note when a default was replaced.
+
+    One machine (role all): keep discovery on it. Split across machines (learner, robot):
+    the other host must be found, so SUBNET. A value the user set is always kept; the
+    LOCALHOST that scripts/porl-env sets by default (marked with WRAPPER_DEFAULT_MARK) is not
+    the user's and gives way to SUBNET for a multi-host role (docs/multi_host.md)."""
+    wanted = "LOCALHOST" if role == "all" else "SUBNET"
+    current = environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
+    if not current:
+        return wanted, ""
+    if environ.get(WRAPPER_DEFAULT_MARK) == "1" and current != wanted:
+        return wanted, (f"--role {role}: ROS_AUTOMATIC_DISCOVERY_RANGE={wanted} (scripts/porl-env's default "
+                        f"{current} replaced; set the variable yourself to choose)")
+    return current, ""
+
+
 def _stop_on_signals() -> None:
     """SIGTERM and SIGHUP stop the run as Ctrl-C does (the graph's processes are stopped with
     SIGINT and save their state) instead of leaving the nodes running without their runner."""
@@ -382,8 +403,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "and --eval-episodes 0 (the learner host evaluates)")
     domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    # One machine: keep discovery on it. Split across machines: the other host must be found.
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
+    discovery, note = discovery_range(args.role, os.environ)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery
+    if note:
+        print(f"[porl] {note}")
     started = time.monotonic()
 
     if args.bridge == "arm" and (not args.checkpoint or args.eval_episodes):
