@@ -216,7 +216,8 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     for spec in nodes:
         label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
         files = graph.node_config_files(spec.name, args.profile, config_dir, args.arm_config)
-        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, node_params[spec.name])
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, _with_run_files(
+            spec, label, node_params[spec.name], run_dir))
         node_env = dict(env)
         if spec.name != graph.LEARNER:
             node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
@@ -276,6 +277,14 @@ def _signal_group(proc: subprocess.Popen, signum: int) -> None:
             pass
 
 
+def _with_run_files(spec: graph.NodeSpec, label: str, params: dict, run_dir: Path) -> dict:
+    """A node's parameters plus the files it keeps in the run directory: an arm bridge's
+    emergency-stop latch (so an e-stop survives a restart of the bridge or of the run)."""
+    if spec.name == graph.ARM_BRIDGE and not params.get("emergency_stop_file"):
+        return {**params, "emergency_stop_file": str(run_dir / graph.ARM_BRIDGE / f"{label}.emergency_stop")}
+    return params
+
+
 def describe_exit(code: int) -> str:
     """'exit 3' or 'killed by SIGKILL' (a negative Popen return code is the signal)."""
     if code < 0:
@@ -309,7 +318,8 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args) -> int:
+def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args,
+                             run_dir: Optional[Path] = None) -> int:
     """All nodes in this process, one multi-threaded executor."""
     import importlib
 
@@ -329,7 +339,9 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     try:
         for spec in nodes:
             cls = getattr(importlib.import_module(spec.module), spec.node_class)
-            overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, node_params[spec.name]).items()]
+            label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
+            params = _with_run_files(spec, label, node_params[spec.name], run_dir or Path(args.run_dir or "."))
+            overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, params).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)
             executor.add_node(node)
@@ -449,7 +461,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from porl_ros.core.phases import DONE
     try:
         if args.single_process:
-            code = run_graph_single_process(nodes, params, args)
+            code = run_graph_single_process(nodes, params, args, run_dir)
         else:
             code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ),
                                        learner_done=lambda: progress.latest is not None
