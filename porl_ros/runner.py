@@ -207,8 +207,14 @@ def pretrain(args: argparse.Namespace, out: Path) -> str:
 
 
 def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, run_dir: Path,
-                        env: dict) -> int:
-    """Start each node as its own OS process; return when the learner exits (or one fails)."""
+                        env: dict, learner_done=lambda: False, grace_s: float = 10.0) -> int:
+    """Start each node as its own OS process; return when the learner exits (or one fails).
+
+    Every node is required: one that ends while the run goes on (even with exit 0, e.g. a
+    bridge that stopped early while the learner still waits for transitions) ends the run
+    as a failure, unless the learner has reported the run done (`learner_done()`), after
+    which the bridges stop first by design; `grace_s` is how long a node's end may precede
+    the learner's own (or its done report) before that counts as a failure."""
     config_dir = graph.source_config_dir()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,8 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     for spec in nodes:
         label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
         files = graph.node_config_files(spec.name, args.profile, config_dir, args.arm_config)
-        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, node_params[spec.name])
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, _with_run_files(
+            spec, label, node_params[spec.name], run_dir))
         node_env = dict(env)
         if spec.name != graph.LEARNER:
             node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
@@ -226,6 +233,7 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     # Robot role: no learner here; the bridges stop when the learner reports the run done.
     bridge_labels = [label for label, spec in zip(procs, nodes) if spec.name in graph.BRIDGE_NODES]
     code = 0
+    ended_at: dict[str, float] = {}  # nodes that ended with exit 0 before the run did
     try:
         while True:
             if graph.LEARNER in procs:
@@ -243,8 +251,25 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
                     _report_failed_node(label, rc, logs)
                 code = 1
                 break
+            now = time.monotonic()
+            for label, proc in procs.items():
+                if proc.poll() == 0 and label != graph.LEARNER:
+                    ended_at.setdefault(label, now)
+            if graph.LEARNER in procs:
+                early = [k for k, t in ended_at.items() if now - t > grace_s and not learner_done()]
+            else:  # robot role: the bridges end the run; a controller or policy server may not end first
+                early = [k for k, t in ended_at.items() if k not in bridge_labels and now - t > grace_s
+                         and not all(procs[b].poll() is not None for b in bridge_labels)]
+            if early:
+                for label in early:
+                    _report_failed_node(label, 0, logs, why="ended (exit 0) while the run was still going "
+                                        "(the learner has not reported it done): a required node is gone")
+                code = 1
+                break
             time.sleep(0.2)
     finally:
+        for proc in procs.values():  # all at once: each saves its state in parallel
+            _signal_group(proc, signal.SIGINT)
         for label, proc in procs.items():
             # The learner writes its final checkpoint (counters, networks, replay) on SIGINT: give it
             # the time, or a resume falls back to an older checkpoint and loses the updates since.
@@ -252,11 +277,40 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     return code
 
 
-def _report_failed_node(label: str, code: int, logs: Path) -> None:
-    """Say which node failed and show the end of its log (usually one line naming the cause)."""
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _with_run_files(spec: graph.NodeSpec, label: str, params: dict, run_dir: Path) -> dict:
+    """A node's parameters plus the files it keeps in the run directory: an arm bridge's
+    emergency-stop latch (so an e-stop survives a restart of the bridge or of the run)."""
+    if spec.name == graph.ARM_BRIDGE and not params.get("emergency_stop_file"):
+        return {**params, "emergency_stop_file": str(run_dir / graph.ARM_BRIDGE / f"{label}.emergency_stop")}
+    return params
+
+
+def describe_exit(code: int) -> str:
+    """'exit 3' or 'killed by SIGKILL' (a negative Popen return code is the signal)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def _report_failed_node(label: str, code: int, logs: Path, why: str = "") -> None:
+    """Say which node failed and how, and show the end of that node's own log."""
     log = logs / f"{label}.log"
-    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
-    print(f"\n[porl] node {label} exited with code {code}; log {log}" + "".join(f"\n    {line}" for line in tail))
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+    how = why or (f"was {describe_exit(code)} (from outside: another process, a person or the OOM killer; "
+                  f"its log ends without an error of its own)" if code < 0 else f"exited with code {code}")
+    print(f"\n[porl] node {label} {how}; last lines of its log {log}:"
+          + "".join(f"\n    {line}" for line in tail), flush=True)
 
 
 LEARNER_STOP_TIMEOUT_S = 120.0
@@ -275,7 +329,8 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
         pass
 
 
-def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args) -> int:
+def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args,
+                             run_dir: Optional[Path] = None) -> int:
     """All nodes in this process, one multi-threaded executor."""
     import importlib
 
@@ -295,7 +350,9 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     try:
         for spec in nodes:
             cls = getattr(importlib.import_module(spec.module), spec.node_class)
-            overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, node_params[spec.name]).items()]
+            label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
+            params = _with_run_files(spec, label, node_params[spec.name], run_dir or Path(args.run_dir or "."))
+            overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, params).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)
             executor.add_node(node)
@@ -452,6 +509,44 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise SystemExit(f"[porl] --role/--bridge-ids: {e}") from None
 
 
+# Set by scripts/porl-env when it chose ROS_AUTOMATIC_DISCOVERY_RANGE itself (the user had not).
+WRAPPER_DEFAULT_MARK = "PORL_DISCOVERY_RANGE_DEFAULT"
+
+
+def discovery_range(role: str, environ) -> tuple[str, str]:
+    """ROS_AUTOMATIC_DISCOVERY_RANGE for this run, and a note when a default was replaced.
+
+    One machine (role all): keep discovery on it. Split across machines (learner, robot):
+    the other host must be found, so SUBNET. A value the user set is always kept; the
+    LOCALHOST that scripts/porl-env sets by default (marked with WRAPPER_DEFAULT_MARK) is not
+    the user's and gives way to SUBNET for a multi-host role (docs/multi_host.md)."""
+    wanted = "LOCALHOST" if role == "all" else "SUBNET"
+    current = environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
+    if not current:
+        return wanted, ""
+    if environ.get(WRAPPER_DEFAULT_MARK) == "1" and current != wanted:
+        return wanted, (f"--role {role}: ROS_AUTOMATIC_DISCOVERY_RANGE={wanted} (scripts/porl-env's default "
+                        f"{current} replaced; set the variable yourself to choose)")
+    return current, ""
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (the graph's processes are stopped with
+    SIGINT and save their state) instead of leaving the nodes running without their runner."""
+    stopping = []
+
+    def handler(signum, _frame):
+        if stopping:  # already stopping the nodes: a second signal must not cut that short
+            print(f"[porl] {signal.Signals(signum).name}: already stopping the nodes", flush=True)
+            return
+        stopping.append(signum)
+        raise KeyboardInterrupt(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
+
+
 def check_environment(args: argparse.Namespace) -> None:
     """The sim bridge's environment exists and fits --checkpoint (sizes and bounds), checked in this
     process before anything starts: a mismatch found by the nodes would only show after start-up."""
@@ -481,6 +576,7 @@ def check_environment(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    _stop_on_signals()
     args = build_parser().parse_args(argv)
     if args.override and not args.resume:
         raise SystemExit("[porl] --override: only with --resume (a new run takes every option as given)")
@@ -508,8 +604,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    # One machine: keep discovery on it. Split across machines: the other host must be found.
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST" if args.role == "all" else "SUBNET")
+    discovery, note = discovery_range(args.role, os.environ)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery
+    if note:
+        print(f"[porl] {note}")
     started = time.monotonic()
 
     checkpoint = args.checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
@@ -534,13 +632,22 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"profile {args.profile}; logs in {run_dir / 'logs'}")
     progress = ProgressPrinter(learner_settings.total_env_steps, args.run_id or "")
     interrupted = False
+    from porl_ros.core.phases import DONE
     try:
         if args.single_process:
-            code = run_graph_single_process(nodes, params, args)
+            code = run_graph_single_process(nodes, params, args, run_dir)
         else:
-            code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ))
-    except KeyboardInterrupt:
-        interrupted, code = True, 130
+            code = run_graph_processes(nodes, params, args, run_dir, dict(os.environ),
+                                       learner_done=lambda: progress.latest is not None
+                                       and progress.latest.phase == DONE)
+    except KeyboardInterrupt as e:
+        # Ctrl-C, or SIGTERM / SIGHUP (see _stop_on_signals): the nodes were stopped with
+        # SIGINT on the way out, so each saved its state as on Ctrl-C.
+        interrupted = True
+        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
+        code = 128 + int(signum)
+        print(f"\n[porl] stopped by {signal.Signals(signum).name}: nodes stopped as on Ctrl-C "
+              f"(state saved; continue with --resume --run-dir {run_dir})", flush=True)
     finally:
         progress.close()
     evaluations = evaluator.finish(timeout_s=5.0 if code else 600.0) if evaluator else []

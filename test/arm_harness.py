@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -73,7 +74,17 @@ class Harness(ObserverNode):
         self.node.create_subscription(JointState, "/joint_states", self._on_joint_state, STATUS_QOS)
         self.node.create_subscription(PoseStamped, "/ee_pose", self._on_pose, STATUS_QOS)
         self.estop = self.node.create_client(SetBool, "/porl/emergency_stop")
+        self.bridge_health: dict[str, str] = {}  # the arm bridge's latest diagnostics values
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.start(spin_timeout_s=0.01)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith("arm_bridge"):
+                self.bridge_health = {kv.key: kv.value for kv in status.values}
+
+    def bridge_counter(self, key: str) -> int:
+        return int(float(self.bridge_health.get(key, "0")))
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         self.commands.append((time.monotonic(), np.array(msg.data, dtype=np.float64)))

@@ -11,6 +11,7 @@ import torch
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(10, 99)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("PORL_DISCOVERY_RANGE_DEFAULT", None)  # set here on purpose: not scripts/porl-env's default
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["PYTHONUNBUFFERED"] = "1"
 

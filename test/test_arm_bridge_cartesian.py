@@ -39,8 +39,9 @@ def test_cartesian_mode_keeps_the_end_effector_in_the_box(tmp_path):
         assert poses[:, 0].max() <= box_max[0] + 1e-3, poses[:, 0].max()
         commands = np.array([c for t, c in harness.commands if t > start])
         assert np.all(np.abs(commands[:, :3]) <= 0.1 + 1e-9)
-        # Pressed against the +x face: the outward component is zeroed.
-        assert np.all(commands[-5:, 0] <= 1e-9), commands[-5:]
+        # Pressed against the +x face: the outward component is zeroed (what remains is the
+        # drift pull holding it at the face: nanometres per second either way).
+        assert np.all(commands[-5:, 0] <= 1e-6), commands[-5:]
     finally:
         harness.close()
         group.close()

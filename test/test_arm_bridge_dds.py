@@ -164,3 +164,26 @@ def test_emergency_stop_holds_truncates_and_release_resets(joint_arm):
     first = harness.observations[held_observations][1]
     assert first.episode == episode_before + 1 and first.step == 0
     assert np.all(np.abs(np.asarray(first.state)[:N_JOINTS]) <= 0.02 + 1e-6)  # driven home again
+
+
+def test_non_finite_action_is_a_missing_action(joint_arm):
+    """A NaN answer (e.g. a policy that diverged) is never executed: it counts as a missing
+    action, so the watchdog stops the arm within 2 periods of the last valid one; counted in
+    the bridge's diagnostics."""
+    harness, _, _, tmp_path = joint_arm
+    harness.policy = lambda state: np.r_[np.full(N_JOINTS, 0.1), 1.0]
+    harness.answer(harness.observations[-1][1])
+    count = len(harness.transitions)
+    assert wait_until(lambda: len(harness.transitions) >= count + 5, 20), logs(tmp_path)
+    assert wait_until(lambda: harness.bridge_health, 5), "no diagnostics from the arm bridge"
+    time.sleep(1.2)  # a fresh diagnostics report
+    rejected, trips = harness.bridge_counter("rejected_actions"), harness.bridge_counter("watchdog_trips")
+    harness.policy = lambda state: np.full(N_JOINTS + 1, np.nan, dtype=np.float32)
+    switched = time.monotonic()  # the last valid action went out at most one period before
+    stop = _first_zero_after(harness, switched)
+    assert stop - switched < 3 * PERIOD
+    time.sleep(0.5)
+    assert all(not np.any(c) for _, c in harness.commands_after(stop)), "a NaN answer moved the arm"
+    assert wait_until(lambda: harness.bridge_counter("rejected_actions") > rejected
+                      and harness.bridge_counter("watchdog_trips") > trips, 5), harness.bridge_health
+    harness.policy = None

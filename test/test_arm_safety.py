@@ -73,8 +73,8 @@ def test_limits_refuse_bad_configuration_naming_the_field():
 
 def test_twist_outward_component_is_zeroed_at_the_box_face():
     box = safety.CartesianLimits.build(0.1, 0.2, 1.0, 1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 0.01, PERIOD)
-    # At the +x face: outward x zeroed, y and z untouched; inward x allowed.
-    linear, angular, report = safety.filter_twist([0.1, 0.05, -0.05], [0, 0, 0.5], [0.995, 0.5, 0.5],
+    # At the +x face (inner edge of the margin): outward x zeroed, y and z untouched; inward x allowed.
+    linear, angular, report = safety.filter_twist([0.1, 0.05, -0.05], [0, 0, 0.5], [0.99, 0.5, 0.5],
                                                   np.zeros(3), np.zeros(3), box)
     assert linear == pytest.approx([0.0, 0.05, -0.05]) and angular == pytest.approx([0, 0, 0.2])
     assert report.workspace_limited and report.velocity_clamped
@@ -83,6 +83,23 @@ def test_twist_outward_component_is_zeroed_at_the_box_face():
     # Short of the face: slowed so one period cannot cross into the margin.
     linear, _, _ = safety.filter_twist([0.1, 0, 0], [0, 0, 0], [0.988, 0.5, 0.5], np.zeros(3), np.zeros(3), box)
     assert 0.988 + linear[0] * PERIOD <= 0.99 + 1e-12
+
+
+def test_drift_out_of_the_box_is_pulled_back_within_speed_and_rate_limits():
+    box = safety.CartesianLimits.build(0.1, 0.2, 0.02, 1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 0.01, PERIOD)
+    # Drifted past the +x face and below the -z face, holding still: pulled inward on both,
+    # ramped by the rate limit (0.02 per period) from the previous command.
+    linear, _, report = safety.filter_twist([0, 0, 0], [0, 0, 0], [1.05, 0.5, -0.2], np.zeros(3), np.zeros(3), box)
+    assert linear == pytest.approx([-0.02, 0.0, 0.02]) and report.workspace_limited
+    # Ramped up to the speed limit, never beyond; an outward command is overridden.
+    linear, _, _ = safety.filter_twist([0.1, 0, 0], [0, 0, 0], [1.05, 0.5, 0.5], [-0.09, 0, 0], np.zeros(3), box)
+    assert linear[0] == pytest.approx(-0.1)
+    # Just inside the margin: a gentle pull that closes the gap in one period.
+    linear, _, _ = safety.filter_twist([0, 0, 0], [0, 0, 0], [0.5, 0.5, 0.0095], np.zeros(3), np.zeros(3), box)
+    assert linear[2] == pytest.approx(0.0005 / PERIOD) and 0.0095 + linear[2] * PERIOD == pytest.approx(0.01)
+    # Inside the box nothing changes.
+    linear, _, report = safety.filter_twist([0.01, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5], np.zeros(3), np.zeros(3), box)
+    assert linear == pytest.approx([0.01, 0, 0]) and not report.workspace_limited
 
 
 def test_watchdog_state_machine():

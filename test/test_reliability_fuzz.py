@@ -5,6 +5,7 @@ up, count each rejection by field, and only valid transitions reach the replay b
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 
 import numpy as np
@@ -241,3 +242,116 @@ def test_hostile_weights_requests_and_observations(graph):
         values = np.asarray(action.action)
         assert values.shape == (ACT,) and np.all(np.abs(values) <= 1.0) and action.step in (1, 2)
     assert not graph.errors, graph.errors
+
+
+def test_state_out_of_training_range_or_nan_action_never_reaches_a_robot(graph):
+    """A finite but huge state ([1e38] * 39) made the actor answer NaN with ok=true. The policy
+    server refuses such a state, and any non-finite action, with a reason; the controller then
+    sends no action for that observation (the bridge sees a missing action) and counts it."""
+    server, controller = graph.server, graph.controller
+    assert wait_until(lambda: graph.client.service_is_ready(), 20)
+    for huge in ([1e38] * OBS, [0.0] * (OBS - 1) + [-3e6]):
+        response = graph.call(huge)
+        assert not response.ok and not response.not_loaded_yet
+        assert "trained on" in response.error and "max_normalised_state" in response.error, response.error
+        assert not np.any(np.isnan(np.asarray(response.action)))
+    assert server.out_of_range_states == 2
+    assert graph.call(np.full(OBS, 50.0)).ok  # within the default bound (100 standard deviations)
+
+    real_actor = server.actor
+
+    class NanActor:  # a diverged actor: finite input, NaN out
+        obs_dim, obs_mean, obs_std = real_actor.obs_dim, real_actor.obs_mean, real_actor.obs_std
+
+        def act(self, state, deterministic=True, generator=None):
+            return np.full(ACT, np.nan, dtype=np.float32)
+
+    server.actor = NanActor()
+    response = graph.call(np.zeros(OBS))
+    assert not response.ok and "non-finite" in response.error
+    assert server.non_finite_actions == 1
+    values = server._health().values  # counted in diagnostics
+    assert values["non_finite_actions"] == 1 and values["out_of_range_states"] == 2
+
+    # Through the controller: no Action at all for these observations, counted.
+    assert wait_until(lambda: graph.observation_pub.get_subscription_count() > 0, 20)
+
+    def observation(state, step):
+        msg = Observation(bridge_id=0, episode=0, step=step, phase="presample")
+        msg.state = to_float32_field(np.asarray(state, dtype=np.float32))
+        return msg
+
+    graph.observation_pub.publish(observation(np.zeros(OBS), step=1))  # NaN actor
+    assert wait_until(lambda: controller.refused_actions == 1, 20), controller.refused_actions
+    server.actor = real_actor
+    graph.observation_pub.publish(observation(np.full(OBS, 1e38), step=2))  # out of range
+    assert wait_until(lambda: controller.refused_actions == 2, 20), controller.refused_actions
+    assert controller._health().values["refused_actions"] == 2
+    graph.observation_pub.publish(observation(np.zeros(OBS), step=3))
+    assert wait_until(lambda: len(graph.actions) >= 1, 20)
+    assert [a.step for a in graph.actions] == [3]
+    assert all(np.all(np.isfinite(np.asarray(a.action))) for a in graph.actions)
+    assert not graph.errors, graph.errors
+
+
+def test_random_messages_of_every_type_into_a_running_graph(tmp_path):
+    """A second process sends random well-formed messages of every type the graph uses
+    (Observation, Action, Transition, TransitionAck, TrainingStatus, PolicyWeights and
+    GetAction requests) into a running `porl-ros run` for up to 20 s: the run still
+    finishes, and only the real bridge's transitions are stored, gap-free and finite."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from graph_helpers import SMALL_LEARNER, random_actor_checkpoint, run_command
+
+    class _Factory:  # random_actor_checkpoint wants a tmp_path_factory
+        @staticmethod
+        def mktemp(name):
+            path = tmp_path / name
+            path.mkdir()
+            return path
+
+    checkpoint = random_actor_checkpoint(_Factory)
+    steps = 1500
+    run_dir = tmp_path / "run"
+    cmd = run_command(checkpoint, run_dir, "--steps", str(steps), "--presample-steps", "500",
+                      "--episode-steps", "100", params=SMALL_LEARNER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runner = subprocess.Popen(cmd, stdout=open(tmp_path / "runner.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True, env=env)
+    fuzzer = None
+    try:
+        bridge_log = run_dir / "logs" / "sim_bridge.log"
+        assert wait_until(lambda: bridge_log.is_file() and "episode 0:" in bridge_log.read_text(), 120), \
+            (tmp_path / "runner.log").read_text()
+        from conftest import TEST_DIR
+        fuzzer = subprocess.Popen([sys.executable, str(TEST_DIR / "peers" / "fuzz_peer.py"), "20", "7"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True, env=env)
+        fuzz_out, _ = fuzzer.communicate(timeout=90)
+        code = runner.wait(400)
+    finally:
+        for proc in (fuzzer, runner):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted((run_dir / "logs").glob("*.log")))
+    assert code == 0, (tmp_path / "runner.log").read_text() + logs
+    sent = json.loads(fuzz_out.strip().splitlines()[-1])
+    assert all(sent[k] > 0 for k in ("observation", "action", "transition", "ack", "status", "weights",
+                                     "get_action")), sent
+    summary = json.loads((run_dir / "learner" / "learner_summary.json").read_text())
+    assert summary["env_steps"] == steps and summary["seq_gaps"] == 0, summary
+    assert summary["rejected_transitions"] > 0, "the fuzzed transitions never reached the learner"
+    store = LearnerStateStore(run_dir / "learner" / "state", OBS, ACT)
+    final = store.load_checkpoint(store.checkpoints()[0])
+    assert len(final.replay) == steps
+    for column in ("obs", "action", "reward", "next_obs"):
+        assert np.all(np.isfinite(final.replay.column(column))), column
+    assert np.all(np.abs(final.replay.column("action")) <= 1.0)

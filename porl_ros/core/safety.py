@@ -8,7 +8,8 @@ order of priority (a later rule wins, because stopping is always allowed):
                            further outward, and never commanded to cross into that margin
                            within one period (joint mode)
      workspace box         the twist component along an axis that would leave the box is
-                           zeroed (Cartesian mode, end-effector position from the driver)
+                           zeroed, and an end effector that drifted into the margin or out of
+                           the box is pulled back in (Cartesian mode, position from the driver)
 `Watchdog` decides whether any motion is allowed at all (fresh inputs), and
 `SafetyMonitor` adds the emergency-stop latch on top of it.
 """
@@ -145,7 +146,8 @@ def filter_twist(linear, angular, ee_position, previous_linear, previous_angular
     safe_linear = np.clip(linear, -limits.max_linear_speed, limits.max_linear_speed)
     safe_angular = np.clip(angular, -limits.max_angular_speed, limits.max_angular_speed)
     report.velocity_clamped = bool(np.any(safe_linear != linear) or np.any(safe_angular != angular))
-    safe_linear, linear_limited = _rate_limit(safe_linear, check_finite(previous_linear, 3, "previous linear"),
+    previous_linear = check_finite(previous_linear, 3, "previous linear")
+    safe_linear, linear_limited = _rate_limit(safe_linear, previous_linear,
                                               limits.max_linear_change)
     safe_angular, angular_limited = _rate_limit(safe_angular, check_finite(previous_angular, 3, "previous angular"),
                                                 limits.max_angular_change)
@@ -157,6 +159,15 @@ def filter_twist(linear, angular, ee_position, previous_linear, previous_angular
     # At or past a face, the outward component is zeroed; short of it, it is slowed so the
     # next period cannot cross into the margin.
     bounded = np.clip(safe_linear, -headroom_down, headroom_up)
+    # Drifted into the margin or out of the box (the driver, a collision, a drifting
+    # controller): pull back inward, at a speed that would close the gap in one period,
+    # within the speed limit and ramped by the rate limit from the previous command.
+    over_high = np.maximum(ee_position - inner_high, 0.0)
+    over_low = np.maximum(inner_low - ee_position, 0.0)
+    pull = np.clip((over_low - over_high) / limits.period, -limits.max_linear_speed, limits.max_linear_speed)
+    pull = np.clip(pull, previous_linear - limits.max_linear_change, previous_linear + limits.max_linear_change)
+    bounded = np.where(over_high > 0, np.minimum(bounded, np.minimum(pull, 0.0)), bounded)
+    bounded = np.where(over_low > 0, np.maximum(bounded, np.maximum(pull, 0.0)), bounded)
     report.workspace_limited = bool(np.any(bounded != safe_linear))
     bounded = np.clip(bounded, -limits.max_linear_speed, limits.max_linear_speed)
     return bounded, safe_angular, report

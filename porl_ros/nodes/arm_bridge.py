@@ -35,10 +35,14 @@ and truncates the episode until false; release drives it home and starts a new e
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import SetBool
@@ -48,6 +52,7 @@ from porl_ros.core import safety
 from porl_ros.core.checkpoint import CheckpointError, load_actor
 from porl_ros.core.rollout import EpisodeBook, StepRecord
 from porl_ros.nodes.bridge_protocol import BridgeNode
+from porl_ros.nodes.diagnostics import Health, NodeDiagnostics
 from porl_ros.nodes.params import ParameterError, run_node
 from porl_ros.nodes.qos import STATUS_QOS
 from porl_ros.nodes.settings import CARTESIAN_VELOCITY
@@ -103,6 +108,11 @@ class ArmBridge(BridgeNode):
                 raise ParameterError(f"parameter 'reward_function': {e}") from None
 
         self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
+        self.command_lock = threading.Lock()  # the watchdog's thread commands too
+        self.estop_file = Path(p["emergency_stop_file"]).expanduser() if p["emergency_stop_file"] else None
+        latched = self.estop_file is not None and self.estop_file.exists()
+        if latched:
+            self.monitor.engage_emergency_stop()
         self.activity = WAITING_FOR_PEERS
         self._setup_graph(EpisodeBook(self.p["first_seq"], self.p["first_episode"]))
         self.episode_over = False  # lockstep: reset after the pending ack
@@ -116,6 +126,7 @@ class ArmBridge(BridgeNode):
         self.command = np.zeros(6 if self.cartesian else n)
         self.gripper_action = float(p["home_gripper"])
         self.state: np.ndarray | None = None  # observation of the step in progress
+        self.closing = False
         self.executing: tuple[np.ndarray, Action, float] | None = None
         self.reset_started = 0.0
         self.counters = {"rejected_actions": 0, "stale_actions": 0, "clamped_actions": 0, "rate_limited": 0,
@@ -138,7 +149,20 @@ class ArmBridge(BridgeNode):
             self.create_subscription(Bool, p["success_topic"], self._on_success, STATUS_QOS)
         self.create_service(SetBool, p["emergency_stop_service"], self._on_emergency_stop)
         self.create_timer(self.period, self._control_tick)
-        self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick)
+        # The watchdog has a thread of its own (run with a multi-threaded executor): a slow
+        # reward function or any other busy callback cannot delay the stop.
+        self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        if latched:
+            self._stop()
+            self.get_logger().warning(f"EMERGENCY STOP latched from before this start ({self.estop_file} "
+                                      f"exists): the arm is held until it is released (SetBool false on "
+                                      f"{p['emergency_stop_service']})")
+        elif self.estop_file is None:
+            self.get_logger().info("parameter 'emergency_stop_file' is empty: an emergency stop is not latched "
+                                   "across restarts of this node")
+        self.reported_counters = dict(self.counters)
+        self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"], hardware_id=p["env_id"])
         self.get_logger().info(
             f"{p['env_id']}: {p['command_mode']}, {n} joints, obs {self.obs_dim}, act {self.act_dim}, "
             f"{p['timing_mode']} at {p['control_rate_hz']} Hz, watchdog {self.monitor.watchdog.timeout_s * 1e3:.0f} ms")
@@ -168,6 +192,24 @@ class ArmBridge(BridgeNode):
         if np.any(self.home_ee < box.workspace_low + box.workspace_margin) or \
                 np.any(self.home_ee > box.workspace_high - box.workspace_margin):
             raise ParameterError("parameter 'home_ee_position' must lie inside the workspace box less its margin")
+
+    def _health(self) -> Health:
+        values = {"env_id": self.p["env_id"], "activity": self.activity, "safety_state": self.monitor.state,
+                  "episode": self.book.episode, "step": self.book.step, "env_steps": self.book.seq,
+                  "commanded_speed": float(np.max(np.abs(self.command))) if self.command.size else 0.0,
+                  **self.counters}
+        health = Health(values=values, message=f"{self.activity} ({self.monitor.state})")
+        if self.monitor.state == safety.EMERGENCY_STOP:
+            health.warn("emergency stop engaged")
+        elif self.monitor.state == safety.WATCHDOG_STOP:
+            health.warn(f"watchdog stop: no fresh {', '.join(self.monitor.stale_inputs)}")
+        new = {k: v - self.reported_counters.get(k, 0) for k, v in self.counters.items()
+               if k in ("rejected_actions", "rejected_joint_states", "rejected_poses")}
+        self.reported_counters = dict(self.counters)
+        for key, count in new.items():
+            if count > 0:
+                health.warn(f"{count} {key.replace('_', ' ')} since the last report")
+        return health
 
     # ------------------------------------------------------------------ driver inputs
     def _on_joint_state(self, msg: JointState) -> None:
@@ -228,6 +270,12 @@ class ArmBridge(BridgeNode):
         return safety.filter_joint_velocity(command, self.positions, self.command, self.joint_limits)
 
     def _send_command(self, command: np.ndarray) -> None:
+        with self.command_lock:
+            if self.closing and np.any(command):
+                return  # stopping: nothing but zero goes out any more
+            self._publish_command(command)
+
+    def _publish_command(self, command: np.ndarray) -> None:
         self.command = np.asarray(command, dtype=np.float64)
         if self.cartesian:
             msg = TwistStamped()
@@ -287,6 +335,8 @@ class ArmBridge(BridgeNode):
 
     # ------------------------------------------------------------------ graph inputs
     def _on_action(self, msg: Action) -> None:
+        if self.finished:
+            return
         action = self._accept_action(msg, self.act_dim, waiting=self.activity == AWAITING_ACTION)
         if action is None:
             return
@@ -329,6 +379,7 @@ class ArmBridge(BridgeNode):
             engaged_now = self.monitor.state != safety.EMERGENCY_STOP
             self.monitor.engage_emergency_stop()
             self._stop()
+            self._write_latch()
             if engaged_now:
                 self.counters["emergency_stops"] += 1
                 self.get_logger().warning("EMERGENCY STOP engaged: arm held at zero velocity")
@@ -336,7 +387,13 @@ class ArmBridge(BridgeNode):
             response.success, response.message = True, "emergency stop engaged; call with false to release"
         else:
             if self.monitor.state != safety.EMERGENCY_STOP:
+                self._remove_latch()
                 response.success, response.message = True, "emergency stop was not engaged"
+                return response
+            try:
+                self._remove_latch()
+            except OSError as e:
+                response.success, response.message = False, f"cannot remove the latch file {self.estop_file}: {e}"
                 return response
             self.monitor.release_emergency_stop()
             self.get_logger().warning("emergency stop released: driving home, then a new episode")
@@ -344,6 +401,21 @@ class ArmBridge(BridgeNode):
                 self._start_reset()
             response.success, response.message = True, "released"
         return response
+
+    def _write_latch(self) -> None:
+        if self.estop_file is None:
+            return
+        try:
+            self.estop_file.parent.mkdir(parents=True, exist_ok=True)
+            self.estop_file.write_text(f"emergency stop engaged at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}; "
+                                       f"release with SetBool false on {self.p['emergency_stop_service']}\n")
+        except OSError as e:
+            self.get_logger().error(f"could not latch the emergency stop in {self.estop_file}: {e} (it holds "
+                                    f"while this process runs, but not across a restart)")
+
+    def _remove_latch(self) -> None:
+        if self.estop_file is not None:
+            self.estop_file.unlink(missing_ok=True)
 
     def _truncate_for_emergency_stop(self) -> None:
         if self.activity == EXECUTING:
@@ -372,13 +444,22 @@ class ArmBridge(BridgeNode):
         elif self.activity == EXECUTING and now - self.executing[2] >= 0.5 * self.period:
             if not self.monitor.watchdog.stale(now, ("joint_state",) + (("ee_pose",) if self.uses_pose else ())):
                 self._complete_step()
-        if self.activity in (AWAITING_ACTION, EXECUTING) and state == safety.RUNNING and np.any(self.command != 0):
+        if self.activity in (AWAITING_ACTION, EXECUTING) and state == safety.RUNNING and (
+                np.any(self.command != 0) or self._outside_box()):
             # Stream the held command (Servo needs a stream), re-filtered against where the
-            # arm is now: the position / workspace rules can only slow it further.
+            # arm is now: the position / workspace rules can only slow it, or pull it back in.
             self._send_command(self._filter(self.command)[0])
         elif self.activity != WAITING_FOR_PEERS and (state != safety.RUNNING or self.activity not in
                                                      (AWAITING_ACTION, EXECUTING, RESETTING)):
             self._stop()
+
+    def _outside_box(self) -> bool:
+        """Cartesian mode: the end effector drifted into the margin or out of the workspace box."""
+        if not self.cartesian or self.ee_position is None:
+            return False
+        box = self.cartesian_limits
+        return bool(np.any(self.ee_position > box.workspace_high - box.workspace_margin)
+                    or np.any(self.ee_position < box.workspace_low + box.workspace_margin))
 
     def _watchdog_tick(self) -> None:
         if self.activity == WAITING_FOR_PEERS or self.finished:
@@ -496,16 +577,26 @@ class ArmBridge(BridgeNode):
         return self.activity == AWAITING_ACTION
 
     def close(self) -> None:
-        # Leave the arm still whatever ended the node.
+        """Leave the arm still whatever ended the node (a signal, the run's end, an error):
+        called while the context is up, so the zero command reaches the driver."""
+        self.finished = True
+        with self.command_lock:
+            self.closing = True
         try:
             self._stop()
-        except Exception:  # the context may already be shut down
-            pass
+            publisher = self.twist_pub if self.cartesian else self.velocity_pub
+            if not publisher.wait_for_all_acked(Duration(seconds=1.0)):
+                self.get_logger().warning("the final zero-velocity command was not acknowledged by every "
+                                          "subscriber within 1 s (it may still have arrived)")
+            else:
+                self.get_logger().info("final zero-velocity command sent and acknowledged")
+        except Exception as e:  # the context may already be shut down
+            self.get_logger().error(f"could not send the final zero-velocity command: {e}")
         self.get_logger().info(f"arm_bridge counters: {self.counters}")
 
 
 def main(args=None) -> int:
-    return run_node(ArmBridge, args)
+    return run_node(ArmBridge, args, threads=3)  # the watchdog's own thread
 
 
 if __name__ == "__main__":

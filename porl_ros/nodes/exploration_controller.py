@@ -45,6 +45,7 @@ class ExplorationController(Node):
         self.request_sent_at = 0.0
         self.in_flight = None
         self.rejected_observations = 0
+        self.refused_actions = 0  # observations left unanswered: the policy server refused or sent NaN
         self.rejections = collections.Counter()  # refused inputs by field
 
         self.client = self.create_client(GetAction, p["get_action_service"])
@@ -54,6 +55,7 @@ class ExplorationController(Node):
         self.observation_meter = RateMeter()
         self.action_meter = RateMeter()
         self.rejected_reported = 0
+        self.refused_reported = 0
         self.diagnostics = NodeDiagnostics(self, self._health, p["diagnostics_rate_hz"])
 
     def _reject(self, field: str, why: str) -> None:
@@ -100,16 +102,19 @@ class ExplorationController(Node):
         if response is None or not response.ok:
             if response is not None and response.not_loaded_yet:
                 self._retry_later(obs, 0.002)  # the weights are on their way (lockstep): ask again soon
+            elif response is not None:
+                # Refused (a state outside what the policy knows, a non-finite action): no action
+                # for this observation. The bridge sees a missing action and stops the robot.
+                self._no_action(obs, f"policy server refused: {response.error}")
             else:
-                why = response.error if response is not None else "no response"
-                self.get_logger().warning(f"GetAction failed ({why}); retrying", throttle_duration_sec=5.0)
+                self.get_logger().warning("GetAction failed (no response); retrying", throttle_duration_sec=5.0)
                 self._retry_later(obs, 0.1)
             return
         try:
             policy_action = from_float32_field(response.action, self.act_dim, "response.action")
         except ValueError as e:
-            self._reject("response.action", f"{e}; asking again")
-            self._request(obs)
+            self._reject("response.action", str(e))
+            self._no_action(obs, f"invalid action from the policy server: {e}")
             return
         self.pending = None
         self.in_flight = None
@@ -125,6 +130,14 @@ class ExplorationController(Node):
         self.action_pub.publish(message)
         self.action_meter.tick()
 
+    def _no_action(self, obs: Observation, why: str) -> None:
+        """Leave `obs` unanswered (counted): never send a robot an action that is not one."""
+        self.refused_actions += 1
+        self.pending = None
+        self.in_flight = None
+        self.get_logger().error(f"no action for episode {obs.episode} step {obs.step}: {why}",
+                                throttle_duration_sec=1.0)
+
     def _health(self) -> Health:
         waiting = time.monotonic() - self.request_sent_at if self.pending is not None else 0.0
         service_ready = self.client.service_is_ready()
@@ -132,7 +145,7 @@ class ExplorationController(Node):
                   "actions_per_second": self.action_meter.rate(), "actions_sent": self.chooser.actions,
                   "exploratory_fraction": self.chooser.exploratory_actions / max(self.chooser.actions, 1),
                   "epsilon": self.chooser.current_epsilon(self.current_phase),
-                  "rejected_observations": self.rejected_observations,
+                  "rejected_observations": self.rejected_observations, "refused_actions": self.refused_actions,
                   "pending_observation": self.pending is not None, "seconds_waiting_for_action": waiting,
                   "seconds_since_last_observation": self.observation_meter.age(),
                   "get_action_service_ready": service_ready}
@@ -141,6 +154,11 @@ class ExplorationController(Node):
             health.warn(f"GetAction service {self.client.srv_name} not available (policy server down?)")
         elif self.pending is not None and waiting > self.p["request_timeout_s"]:
             health.warn(f"no GetAction answer for {waiting:.0f} s")
+        new_refused = self.refused_actions - self.refused_reported
+        self.refused_reported = self.refused_actions
+        if new_refused:
+            health.warn(f"{new_refused} observation(s) left without an action (policy server refused) since the "
+                        f"last report")
         new_rejects = self.rejected_observations - self.rejected_reported
         self.rejected_reported = self.rejected_observations
         if new_rejects:

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.experimental.events_executor import EventsExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from porl_ros.core.settings import SettingError, fields_of
 from porl_ros.nodes.settings import NODE_SETTINGS
@@ -55,12 +56,27 @@ def as_dict(*settings) -> dict[str, Any]:
     return {name: value for instance in settings for name, value in vars(instance).items()}
 
 
+# Signals that stop a node in order (as Ctrl-C does): its close() runs while its context is
+# still up, so a bridge's last zero-velocity command still goes out.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_node(factory: Callable[[], Node], args: Optional[list[str]] = None, threads: int = 1) -> int:
-    """Create the node with rclpy, spin it until Ctrl-C/SIGTERM or until it asks to stop
-    (`node.finished` set), and return the process exit code."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    """Create the node with rclpy, spin it until SIGINT/SIGTERM/SIGHUP or until it asks to stop
+    (`node.finished` set), call its close() before rclpy shuts down, and return the exit code.
+    A second signal during that orderly stop cuts it short."""
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     node = None
+    executor = None
     code = 0
     try:
         node = factory()
@@ -71,19 +87,26 @@ def run_node(factory: Callable[[], Node], args: Optional[list[str]] = None, thre
         else:
             executor = rclpy.executors.SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not getattr(node, "finished", False):
+        while rclpy.ok() and not getattr(node, "finished", False) and not stop:
             executor.spin_once(timeout_sec=0.1)
         code = getattr(node, "exit_code", 0)
+        if stop:
+            node.get_logger().info(f"{signal.Signals(stop[0]).name}: stopping")
     except ParameterError as e:
         (node.get_logger() if node else rclpy.logging.get_logger("porl_ros")).fatal(str(e))
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
     finally:
-        if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            if node is not None:
+                close = getattr(node, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            if executor is not None:
+                executor.shutdown(timeout_sec=1.0)
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return code

@@ -39,6 +39,8 @@ class PolicyServer(Node):
         self.served = 0
         self.refused = 0
         self.version_refusals = 0  # asked for a version not loaded yet (normal, retried)
+        self.out_of_range_states = 0  # states far outside the actor's training distribution
+        self.non_finite_actions = 0  # the actor produced NaN/inf: refused, never sent to a robot
         self.rejected_weights = 0
         self.rejections = collections.Counter()  # refused inputs by field (weights.* and request.*)
         self._generator = torch.Generator().manual_seed(self.p["seed"])
@@ -94,6 +96,7 @@ class PolicyServer(Node):
     def _health(self) -> Health:
         values = {"policy_version": self.version, "requests_per_second": self.request_meter.rate(),
                   "served": self.served, "refused": self.refused, "rejected_weights": self.rejected_weights,
+                  "out_of_range_states": self.out_of_range_states, "non_finite_actions": self.non_finite_actions,
                   "weight_updates": self.weights_meter.count,
                   "seconds_since_last_weights": self.weights_meter.age(),
                   "seconds_since_last_request": self.request_meter.age(), "device": self.device}
@@ -131,12 +134,30 @@ class PolicyServer(Node):
         except ValueError as e:
             self.rejections["request.state"] += 1
             return refuse(str(e))
+        # A state far outside the training distribution gives a meaningless (or NaN) action.
+        normalised = np.abs((state - _numpy(actor.obs_mean)) / _numpy(actor.obs_std))
+        limit = self.p["max_normalised_state"]
+        if not np.all(normalised <= limit):  # also catches an overflow to inf / NaN
+            worst = int(np.argmax(np.nan_to_num(normalised, nan=np.inf)))
+            self.out_of_range_states += 1
+            self.rejections["request.state_range"] += 1
+            return refuse(f"state[{worst}] = {state[worst]:.6g} is {normalised[worst]:.3g} training standard "
+                          f"deviations from the policy's training mean (limit max_normalised_state = {limit:g}): "
+                          f"outside what the policy was trained on")
         action = actor.act(state, deterministic=request.deterministic, generator=self._generator)
+        if not np.all(np.isfinite(action)):
+            self.non_finite_actions += 1
+            self.rejections["response.action"] += 1
+            return refuse("the policy produced a non-finite action (NaN or inf); not sent")
         response.action = to_float32_field(np.asarray(action, dtype=np.float32))
         response.policy_version = version
         response.ok = True
         self.served += 1
         return response
+
+
+def _numpy(buffer: torch.Tensor) -> np.ndarray:
+    return buffer.detach().cpu().numpy().astype(np.float64)
 
 
 def main(args=None) -> int:

@@ -105,6 +105,11 @@ class PolicyServerSettings(Settings):
     seed: int = setting(0, "Seed of the action-sampling generator (stochastic requests).", NON_NEGATIVE)
     get_action_service: str = setting(graph.GET_ACTION_SERVICE, "Service name of GetAction.")
     weights_topic: str = setting(graph.WEIGHTS_TOPIC, "Latched topic of versioned actor weights.")
+    max_normalised_state: float = setting(100.0, "Refuse a GetAction state with a component farther than this "
+                                                 "from the actor's training mean, in units of its training "
+                                                 "standard deviation ((state - obs_mean) / obs_std; an actor "
+                                                 "without statistics: the raw value). Such a state is far "
+                                                 "outside what the policy was trained on.", POSITIVE)
     diagnostics_rate_hz: float = _diagnostics_rate()
 
 
@@ -170,6 +175,7 @@ class ArmBridgeSettings(BridgeSettings):
                                TIMING_MODE)
     control_rate_hz: float = setting(20.0, "Control (step) rate; also the command streaming rate.", POSITIVE)
     frame_id: str = setting("world", "frame_id of published porl headers.")
+    diagnostics_rate_hz: float = _diagnostics_rate()
     # ---- the robot's drivers
     command_mode: str = setting(JOINT_VELOCITY, "'joint_velocity' (Float64MultiArray to a forward velocity "
                                                 "controller) or 'cartesian_velocity' (TwistStamped to MoveIt "
@@ -223,6 +229,11 @@ class ArmBridgeSettings(BridgeSettings):
     watchdog_checks_per_period: int = setting(8, "Watchdog evaluations per control period.", within(2, 50))
     emergency_stop_service: str = setting("porl/emergency_stop", "std_srvs/SetBool: true holds the arm, false "
                                                                  "releases it.")
+    emergency_stop_file: str = setting("", "File that latches the emergency stop across restarts: written when "
+                                           "it is engaged, removed only by a release (SetBool false); a bridge "
+                                           "that starts while it exists starts emergency-stopped. `porl-ros run` "
+                                           "sets <run dir>/arm_bridge/<node>.emergency_stop; empty: the latch "
+                                           "lives only as long as the process.")
     # ---- reward, success, reset
     reward_function: str = setting("", "'module:function' (obs, action, next_obs, **reward_kwargs) -> (reward, "
                                        "success), e.g. 'porl_ros.rewards:joint_reach'.")
@@ -260,6 +271,12 @@ class SimHardwareSettings(Settings):
     goal_joint_positions: tuple[float, ...] = setting((0.0,), "Goal of the success signal (one value: all "
                                                               "joints).")
     goal_tolerance: float = setting(0.05, "Success when every joint is within this of the goal (rad).", POSITIVE)
+    command_timeout_s: float = setting(0.5, "Stop (zero velocity) when no velocity or twist command arrived for "
+                                            "this long, as real drivers do (0: hold the last command forever).",
+                                       NON_NEGATIVE)
+    drift_velocity: tuple[float, ...] = setting((0.0,), "Joint velocity (rad/s) added to every command until "
+                                                        "the command times out (a drifting controller, for "
+                                                        "tests; one value: all joints).")
     frame_id: str = setting("base_link", "Frame of the published pose (and of accepted twists).")
     velocity_command_topic: str = setting("/forward_velocity_controller/commands", "Joint velocity commands.")
     twist_command_topic: str = setting("/servo_node/delta_twist_cmds", "Cartesian velocity commands.")

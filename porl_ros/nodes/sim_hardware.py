@@ -12,12 +12,16 @@ dynamics model: a commanded velocity is reached at once. Topics:
                                joints by damped least squares (as MoveIt Servo would);
                                the angular part is ignored
   in   gripper_command_topic   std_msgs/Float64MultiArray (first value: opening, m)
+                               (velocity and twist commands time out after command_timeout_s:
+                               the arm stops, as real drivers do when their client dies)
   out  joint_states_topic      sensor_msgs/JointState at rate_hz (arm joints + gripper)
   out  ee_pose_topic           geometry_msgs/PoseStamped (end-effector position)
   out  success_topic           std_msgs/Bool: joints within goal_tolerance of the goal
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -88,9 +92,12 @@ class SimHardware(Node):
         self.twist_command: np.ndarray | None = None  # the active command is the newest one
         self.gripper = float(p["gripper_range"][1])
         self.gripper_target = self.gripper
+        self.drift = _broadcast(p["drift_velocity"], n, "drift_velocity")
         self.dt = 1.0 / p["rate_hz"]
+        self.last_command = time.monotonic()
+        self.timed_out = bool(p["command_timeout_s"])  # nothing commanded yet
         self.counters = {"velocity_commands": 0, "twist_commands": 0, "saturated_commands": 0,
-                         "rejected_commands": 0, "limit_stops": 0}
+                         "rejected_commands": 0, "limit_stops": 0, "command_timeouts": 0}
 
         self.joint_pub = self.create_publisher(JointState, p["joint_states_topic"], STATUS_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, p["ee_pose_topic"], STATUS_QOS)
@@ -110,6 +117,11 @@ class SimHardware(Node):
         self.counters["saturated_commands"] += int(np.any(np.abs(command) > self.max_velocity))
         self.velocity_command = np.clip(command, -self.max_velocity, self.max_velocity)
         self.twist_command = None
+        self._commanded()
+
+    def _commanded(self) -> None:
+        self.last_command = time.monotonic()
+        self.timed_out = False
 
     def _on_twist(self, msg: TwistStamped) -> None:
         linear = np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z])
@@ -119,17 +131,33 @@ class SimHardware(Node):
             return
         self.counters["twist_commands"] += 1
         self.twist_command = linear
+        self._commanded()
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         if len(msg.data) >= 1 and np.isfinite(msg.data[0]):
             low, high = self.p["gripper_range"]
             self.gripper_target = float(np.clip(msg.data[0], low, high))
 
+    def _check_command_timeout(self) -> None:
+        timeout = self.p["command_timeout_s"]
+        if timeout and not self.timed_out and time.monotonic() - self.last_command > timeout:
+            self.timed_out = True
+            moving = bool(np.any(self.velocity_command)) or (self.twist_command is not None
+                                                             and bool(np.any(self.twist_command)))
+            self.velocity_command = np.zeros_like(self.velocity_command)
+            self.twist_command = None
+            if moving:
+                self.counters["command_timeouts"] += 1
+                self.get_logger().warning(f"no command for {timeout} s: stopped (command timeout)")
+
     def _tick(self) -> None:
+        self._check_command_timeout()
         if self.twist_command is not None:
             velocity = self.kinematics.joint_velocity_for(self.q, self.twist_command)
         else:
             velocity = self.velocity_command
+        if not self.timed_out:
+            velocity = velocity + self.drift  # while commanded, however small the command
         velocity = np.clip(velocity, -self.max_velocity, self.max_velocity)
         target = self.q + velocity * self.dt
         clipped = np.clip(target, self.lower, self.upper)
