@@ -32,6 +32,7 @@ setup(
             "exploration_controller = porl_ros.nodes.exploration_controller:main",
             "policy_server = porl_ros.nodes.policy_server:main",
             "learner = porl_ros.nodes.learner:main",
+            "recorder = porl_ros.nodes.recorder:main",
         ],
     },
 )

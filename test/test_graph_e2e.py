@@ -121,7 +121,7 @@ def test_free_running_learner_slower_than_bridge_reports_effective_utd(tmp_path,
         started = time.monotonic()
         # A learner much bigger than the bridge's pace allows at UTD 16.
         result, summary = _run(tmp_path, checkpoint, "--steps", str(steps), "--presample-steps", "100",
-                               "--timing-mode", "free_running",
+                               "--timing-mode", "free_running", "--no-record",  # a timing bound: no extra process
                                "--param", "learner:n_critics:=10", "--param", "learner:critic_hidden:=[256, 256]",
                                "--param", "learner:batch_size:=256", "--param", "learner:learning_starts:=50",
                                "--param", f"sim_bridge:control_rate_hz:={rate}")
