@@ -33,6 +33,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
+import rclpy.time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -51,8 +52,8 @@ def step_messages(step: int) -> list[tuple[str, object]]:
     """(topic, message) of one env step, with the rate-driven topics at their periods."""
     rng = np.random.default_rng(step)
     state, action = rng.normal(size=OBS).astype(np.float32), rng.uniform(-1, 1, ACT).astype(np.float32)
-    out = [(graph.OBSERVATION_TOPIC, Observation(episode=step // 500, step=step % 500, state=state.tolist())),
-           (graph.ACTION_TOPIC, Action(episode=step // 500, step=step % 500, action=action.tolist())),
+    out = [("/" + graph.OBSERVATION_TOPIC, Observation(episode=step // 500, step=step % 500, state=state.tolist())),
+           ("/" + graph.ACTION_TOPIC, Action(episode=step // 500, step=step % 500, action=action.tolist())),
            (graph.TRANSITION_TOPIC, Transition(seq=step, state=state.tolist(), action=action.tolist(), reward=0.5,
                                                next_state=state.tolist(), policy_version=step // 10))]
     if step % PERIODS["markers"] == 0:

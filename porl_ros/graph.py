@@ -64,11 +64,13 @@ class NodeSpec:
     namespace: str = ""
     # Parameters set by the graph itself (on top of the parameter files).
     parameters: dict = field(default_factory=dict)
+    # Defaults the graph chooses that a run's own parameters (--param) may still override.
+    defaults: dict = field(default_factory=dict)
 
 
-def node_spec(name: str, namespace: str = "", parameters: dict | None = None) -> NodeSpec:
+def node_spec(name: str, namespace: str = "", parameters: dict | None = None, defaults: dict | None = None) -> NodeSpec:
     module, node_class = NODE_CLASSES[name]
-    return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}))
+    return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}), dict(defaults or {}))
 
 
 def records(bridge: str = "sim", record: bool | None = None) -> bool:
@@ -92,12 +94,11 @@ def finetune_graph(num_bridges: int = 1, bridge: str = "sim", record: bool | Non
     nodes = [node_spec(LEARNER, parameters={"num_bridges": num_bridges})]
     for index in range(num_bridges):
         namespace = f"bridge_{index}" if num_bridges > 1 else ""
-        bridge_parameters = {"bridge_id": index}
-        if recorder:  # the first transition must reach the learner, not only the recorder
-            bridge_parameters["min_transition_subscribers"] = 2
+        # With a recorder, the first transition must reach the learner too, not only the recorder.
+        bridge_defaults = {"min_transition_subscribers": 2} if recorder else {}
         nodes += [node_spec(POLICY_SERVER, namespace),
                   node_spec(CONTROLLER, namespace, {"bridge_id": index}),
-                  node_spec(BRIDGES[bridge], namespace, bridge_parameters)]
+                  node_spec(BRIDGES[bridge], namespace, {"bridge_id": index}, bridge_defaults)]
     if recorder:
         nodes.append(node_spec(RECORDER, parameters={"num_bridges": num_bridges, "bridge": bridge,
                                                      "record": recording}))
@@ -228,7 +229,7 @@ BRIDGE_SEED_STRIDE = 100_000
 def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:
     """The parameters one node is started with on top of the parameter files: the run's
     (checkpoint, env, seed, ...) plus the graph's own; a bridge's nodes get their own seed."""
-    merged = {**run_parameters, **spec.parameters}
+    merged = {**spec.defaults, **run_parameters, **spec.parameters}
     if "bridge_id" in spec.parameters and "seed" in merged:
         merged["seed"] = int(merged["seed"]) + BRIDGE_SEED_STRIDE * int(spec.parameters["bridge_id"])
     return merged
