@@ -195,7 +195,8 @@ RUN_ARGUMENTS = (
                 "policy server per bridge)", str, "all", choices=ROLES),
     RunArgument("bridge_ids", "with role robot: only these bridges, e.g. '0,1' (default: all)", str, ""),
     RunArgument("record", "record the run's topics into <run dir>/bag (rosbag2 MCAP); default: on for the "
-                "embedded simulator, off for an arm (--no-record / --record)", bool, None),
+                "embedded simulator, off for an arm (--no-record / --record); split across hosts, give both the "
+                "same (the bridges wait for the recorder)", bool, None),
     RunArgument("bag_dir", "bag directory of the recorder", str, None, (f"{RECORDER}.bag_dir",),
                 runner_option=False),
     RunArgument("foxglove", f"serve the run live over the Foxglove WebSocket protocol on this port "

@@ -143,3 +143,28 @@ def test_sigint_closes_the_bag_with_summary_and_weight_versions_without_blob(tmp
     assert [(w.version, w.format, len(w.data)) for w in weights] == [(3, "safetensors", 0)]
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["message_count"] == sum(counts.values())
+
+
+def test_an_independent_rosbag2_reader_opens_the_bag(tmp_path):
+    """rosbags (a pure-Python rosbag2 implementation, not built on mcap's) reads the bag
+    directory through metadata.yaml and decodes the messages with the stored definitions."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    bag = BagWriter(tmp_path / "bag", chunk_size=2048)
+    bag.add_topic(graph.TRANSITION_TOPIC, TRANSITION)
+    bag.add_topic(graph.STATUS_TOPIC, STATUS)
+    for seq in range(50):
+        bag.write(graph.TRANSITION_TOPIC, serialize_message(_transition(seq)))
+    bag.write(graph.STATUS_TOPIC, serialize_message(TrainingStatus(phase="finetune", env_steps=50)))
+    bag.close()
+    store = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(tmp_path / "bag") as reader:
+        assert reader.message_count == 51
+        assert {(c.topic, c.msgtype, c.msgcount) for c in reader.connections} == {
+            (graph.TRANSITION_TOPIC, TRANSITION, 50), (graph.STATUS_TOPIC, STATUS, 1)}
+        for connection in reader.connections:
+            store.register(get_types_from_msg(connection.msgdef.data, connection.msgtype))
+        seqs = [store.deserialize_cdr(raw, c.msgtype).seq for c, _, raw in reader.messages()
+                if c.topic == graph.TRANSITION_TOPIC]
+    assert seqs == list(range(50))

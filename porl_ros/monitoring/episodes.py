@@ -119,8 +119,11 @@ def render(picked: dict[str, dict[str, Episode]], out_png: Path, title: str = ""
         if name not in picked:
             ax.text(0.5, 0.5, "no episodes", transform=ax.transAxes, ha="center")
             continue
+        pair = picked[name]
         for which, color in (("best", "tab:green"), ("worst", "tab:red")):
-            ep = picked[name][which]
+            ep = pair[which]
+            if which == "worst" and ep is pair["best"]:
+                continue  # one episode only: drawn once, as the best
             path = np.asarray(ep.path)
             ax.plot(path[:, 0], path[:, 1], "-", color=color, lw=1.5,
                     label=f"{which}: episode {ep.episode} (bridge {ep.bridge_id}), return {ep.ret:.1f}"

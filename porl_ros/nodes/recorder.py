@@ -118,9 +118,10 @@ class Recorder(Node):
         return health
 
     def close(self) -> None:
-        if self.bag is not None:
+        if self.bag is not None and not self.bag.closed:
             self.bag.close()
-            self.get_logger().info(f"bag closed: {self.bag.messages} messages in {self.bag.path}")
+            # print, not the ROS logger: after Ctrl-C the context (and /rosout) is already shut down
+            print(f"[recorder] bag closed: {self.bag.messages} messages in {self.bag.path}", flush=True)
         if self.live is not None:
             self.live.close()
             self.live = None
