@@ -66,7 +66,8 @@ def test_foxglove_client_decodes_every_recorded_topic(tmp_path):
     client = None
     try:
         group.start([sys.executable, "-m", "porl_ros.nodes.recorder", "--ros-args", "-p", "record:=false",
-                     "-p", f"foxglove_port:={port}", "-p", "diagnostics_rate_hz:=0.0"], log_path=tmp_path / "recorder.log")
+                     "-p", f"foxglove_port:={port}", "-p", "diagnostics_rate_hz:=0.0"],
+                    log_path=tmp_path / "recorder.log")
         sent = _messages()
         publishers = {topic: (node.create_publisher(cls, topic, qos), msg) for topic, (cls, qos, msg) in sent.items()}
 
@@ -122,7 +123,8 @@ def test_foxglove_client_decodes_every_recorded_topic(tmp_path):
     assert set(decoded) == expected, f"no message on {expected - set(decoded)}"
     assert list(decoded["/" + graph.OBSERVATION_TOPIC].state) == [0.5] * 39
     assert decoded[graph.STATUS_TOPIC].phase == "finetune" and abs(decoded[graph.STATUS_TOPIC].success_rate - 0.75) < 1e-6
-    assert [m.ns for m in decoded[graph.MARKERS_TOPIC].markers] == ["end_effector", "goal", "action", "success", "info"]
+    assert [m.ns for m in decoded[graph.MARKERS_TOPIC].markers] == ["end_effector", "goal", "action", "success",
+                                                                     "info"]
     assert decoded[graph.DIAGNOSTICS_TOPIC].status[0].message == "stalled"
     weights = decoded[graph.WEIGHTS_VERSION_TOPIC]
     assert (weights.version, weights.format, len(weights.data)) == (7, "safetensors", 0)

@@ -128,7 +128,8 @@ def _write_bag(bag_dir: Path, episodes: int = 11, length: int = 20) -> None:
                 policy_version=0 if phase == "presample" else 5)))
             seq += 1
             if step % 5 == 0:
-                points = {"end_effector": [0.01 * step * (1 + episode), 0.001 * episode, 0.2], "goal": [1.0, 0.0, 0.0]}
+                points = {"end_effector": [0.01 * step * (1 + episode), 0.001 * episode, 0.2],
+                          "goal": [1.0, 0.0, 0.0]}
                 bag.write(graph.MARKERS_TOPIC, serialize_message(build_markers(
                     "world", stamp, points, action=[1.0, 0.0, 0.0, 0.0],
                     text=f"bridge 0  episode {episode}  step {step}  {phase}")))

@@ -36,7 +36,8 @@ def test_message_definition_appends_every_used_type_once():
     assert text.startswith("# One environment step")
     assert text.count("MSG: std_msgs/Header") == 1 and text.count("MSG: builtin_interfaces/Time") == 1
     markers = message_definition("visualization_msgs/msg/MarkerArray")
-    for used in ("visualization_msgs/Marker", "geometry_msgs/Pose", "std_msgs/ColorRGBA", "builtin_interfaces/Duration"):
+    for used in ("visualization_msgs/Marker", "geometry_msgs/Pose", "std_msgs/ColorRGBA",
+                 "builtin_interfaces/Duration"):
         assert f"MSG: {used}\n" in markers
 
 

@@ -85,8 +85,10 @@ def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
     steps, presample = 240, 120
     observer = MultiBridgeObserver(2)
     run_dir = tmp_path / "run"
-    # 2 transition subscribers per bridge: the learner and this observer, so it sees every step.
-    cmd = run_command(checkpoint, run_dir, "--num-bridges", "2", "--episode-steps", "50", "--steps", str(steps),
+    # 2 transition subscribers per bridge: the learner and this observer, so it sees every step
+    # (no recorder: what is tested is the bridges' plumbing).
+    cmd = run_command(checkpoint, run_dir, "--num-bridges", "2", "--no-record", "--episode-steps", "50",
+                      "--steps", str(steps),
                       "--presample-steps", str(presample), "--param", "sim_bridge:min_transition_subscribers:=2",
                       params=LEARNER)
     try:
