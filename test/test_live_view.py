@@ -138,3 +138,18 @@ def test_shipped_foxglove_layout_is_the_generated_one():
     text = json.dumps(layout)
     for topic in (graph.MARKERS_TOPIC, graph.STATUS_TOPIC, graph.DIAGNOSTICS_TOPIC):
         assert topic in text
+
+
+def test_recorder_refuses_a_busy_port_naming_the_parameter(tmp_path):
+    group = ProcessGroup()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            proc = group.start([sys.executable, "-m", "porl_ros.nodes.recorder", "--ros-args", "-p", "record:=false",
+                                "-p", f"foxglove_port:={port}"], log_path=tmp_path / "recorder.log")
+            code = proc.wait(60)
+        finally:
+            group.close()
+    assert code == 2 and "foxglove_port" in (tmp_path / "recorder.log").read_text()

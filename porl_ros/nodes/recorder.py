@@ -60,17 +60,20 @@ class Recorder(Node):
         self.errors = 0
         self.last_error = ""
         topics = graph.recorded_topics(self.p["num_bridges"], self.p["bridge"])
-        try:
-            if self.p["record"]:
-                from porl_ros.monitoring.bag import BagWriter
+        if self.p["record"]:
+            from porl_ros.monitoring.bag import BagWriter
+            try:
                 self.bag = BagWriter(self.p["bag_dir"], chunk_size=self.p["chunk_size_kib"] * 1024,
                                      chunk_period_s=self.p["chunk_period_s"])
-            if self.p["foxglove_port"]:
-                from porl_ros.monitoring.live import LiveServer
+            except OSError as e:
+                raise ParameterError(f"parameter 'bag_dir': cannot write a bag there: {e}") from None
+        if self.p["foxglove_port"]:
+            from porl_ros.monitoring.live import LiveServer
+            try:
                 self.live = LiveServer(self.p["foxglove_port"], self.p["foxglove_host"])
-        except (OSError, RuntimeError) as e:
-            self.close()
-            raise ParameterError(f"parameter 'bag_dir'/'foxglove_port': {e}") from None
+            except (OSError, RuntimeError) as e:  # foxglove-sdk: RuntimeError "Failed to bind port: ..."
+                self.close()
+                raise ParameterError(f"parameter 'foxglove_port'/'foxglove_host': {e}") from None
         for topic, type_name, kind in topics:
             stored = graph.WEIGHTS_VERSION_TOPIC if topic == graph.WEIGHTS_TOPIC else topic
             if self.bag is not None:
