@@ -144,6 +144,13 @@ def test_sigint_closes_the_bag_with_summary_and_weight_versions_without_blob(tmp
     assert [(w.version, w.format, len(w.data)) for w in weights] == [(3, "safetensors", 0)]
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["message_count"] == sum(counts.values())
+    # `ros2 bag play` offers each topic with its publisher's QoS: reliable markers (rviz
+    # subscribes reliably), best-effort status, latched weight versions.
+    offered = {t["topic_metadata"]["name"]: yaml.safe_load(t["topic_metadata"]["offered_qos_profiles"])[0]
+               for t in info["topics_with_message_count"]}
+    assert offered[graph.MARKERS_TOPIC]["reliability"] == 1 and offered[graph.STATUS_TOPIC]["reliability"] == 2
+    assert offered[graph.WEIGHTS_VERSION_TOPIC]["durability"] == 1
+    assert offered[graph.TRANSITION_TOPIC] == {**offered[graph.TRANSITION_TOPIC], "reliability": 1, "depth": 1000}
 
 
 def test_an_independent_rosbag2_reader_opens_the_bag(tmp_path):

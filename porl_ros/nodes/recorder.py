@@ -42,6 +42,16 @@ _QOS_YAML = "- history: 1\n  depth: {depth}\n  reliability: {reliability}\n  dur
 OFFERED_QOS = {graph.RELIABLE: _QOS_YAML.format(depth=1000, reliability=1, durability=2),
                graph.BEST_EFFORT: _QOS_YAML.format(depth=10, reliability=2, durability=2),
                graph.LATCHED: _QOS_YAML.format(depth=1, reliability=1, durability=1)}
+# The sim bridge publishes markers and joint states reliably (rviz subscribes reliably), although
+# the recorder takes them best effort: replayed, they must match rviz again.
+VIZ_OFFERED_QOS = _QOS_YAML.format(depth=5, reliability=1, durability=2)
+
+
+def offered_qos(topic: str, kind: str) -> str:
+    """rosbag2's offered_qos_profiles of a recorded topic: what its publisher offers."""
+    if topic == graph.MARKERS_TOPIC or topic.endswith("/" + graph.SIM_JOINT_STATES_TOPIC):
+        return VIZ_OFFERED_QOS
+    return OFFERED_QOS[kind]
 
 
 def message_class(type_name: str):
@@ -77,7 +87,7 @@ class Recorder(Node):
         for topic, type_name, kind in topics:
             stored = graph.WEIGHTS_VERSION_TOPIC if topic == graph.WEIGHTS_TOPIC else topic
             if self.bag is not None:
-                self.bag.add_topic(stored, type_name, OFFERED_QOS[kind])
+                self.bag.add_topic(stored, type_name, offered_qos(topic, kind))
             if self.live is not None:
                 self.live.add_topic(stored, type_name)
             if topic == graph.WEIGHTS_TOPIC:  # deserialised, to drop the blob
