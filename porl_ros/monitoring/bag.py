@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import yaml
-from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
@@ -279,7 +278,7 @@ def has_summary(path: str | Path) -> bool:
     with open(path, "rb") as f:
         try:
             return make_reader(f).get_summary() is not None
-        except (McapError, EOFError, ValueError, Exception):  # truncated: no footer
+        except Exception:  # mcap raises McapError, EndOfFile, struct.error... on a file without footer
             return False
 
 
@@ -298,7 +297,7 @@ def iter_messages(bag: str | Path, topics: Optional[Iterable[str]] = None
                     record = next(records)
                 except StopIteration:
                     break
-                except (McapError, EOFError, ValueError, Exception):  # a truncated tail: the chunk never finished
+                except Exception:  # a truncated tail (McapError, EndOfFile, zstd errors): the chunk never finished
                     break
                 if isinstance(record, Schema):
                     schemas[record.id] = record
