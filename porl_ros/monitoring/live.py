@@ -19,7 +19,11 @@ LOCALHOST = "127.0.0.1"
 
 
 class LiveServer:
-    """A Foxglove WebSocket server in its own foxglove Context (only these channels)."""
+    """A Foxglove WebSocket server in its own foxglove Context (only these channels).
+
+    Declare the topics (add_topic) before start(): a client that connects then gets every
+    channel in its first advertisement (a channel added while clients subscribe raced with
+    their subscriptions in foxglove-sdk 0.30: "subscribe to unknown channel")."""
 
     def __init__(self, port: int, host: str = LOCALHOST, name: str = "porl_ros",
                  definition: Callable[[str], str] = message_definition) -> None:
@@ -27,12 +31,17 @@ class LiveServer:
         self._definition = definition
         self._schemas: dict[str, Schema] = {}
         self.channels: dict[str, Channel] = {}
-        self.server = foxglove.start_server(name=name, host=host, port=port, context=self._context)
-        self.host = host
+        self.requested_port, self.host, self.name = port, host, name
+        self.server = None
+
+    def start(self) -> None:
+        """Bind and serve; raises RuntimeError (foxglove-sdk's FoxgloveError) when it cannot bind."""
+        self.server = foxglove.start_server(name=self.name, host=self.host, port=self.requested_port,
+                                            context=self._context)
 
     @property
     def port(self) -> int:
-        return self.server.port
+        return self.server.port if self.server is not None else self.requested_port
 
     def add_topic(self, topic: str, type_name: str) -> None:
         if topic in self.channels:
@@ -48,6 +57,8 @@ class LiveServer:
         self.channels[topic].log(data, log_time=log_time_ns)
 
     def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
         for channel in self.channels.values():
             channel.close()
-        self.server.stop()

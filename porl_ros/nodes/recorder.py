@@ -79,11 +79,7 @@ class Recorder(Node):
                 raise ParameterError(f"parameter 'bag_dir': cannot write a bag there: {e}") from None
         if self.p["foxglove_port"]:
             from porl_ros.monitoring.live import LiveServer
-            try:
-                self.live = LiveServer(self.p["foxglove_port"], self.p["foxglove_host"])
-            except (OSError, RuntimeError) as e:  # foxglove-sdk: RuntimeError "Failed to bind port: ..."
-                self.close()
-                raise ParameterError(f"parameter 'foxglove_port'/'foxglove_host': {e}") from None
+            self.live = LiveServer(self.p["foxglove_port"], self.p["foxglove_host"])
         for topic, type_name, kind in topics:
             stored = graph.WEIGHTS_VERSION_TOPIC if topic == graph.WEIGHTS_TOPIC else topic
             if self.bag is not None:
@@ -96,6 +92,12 @@ class Recorder(Node):
                 self.create_subscription(message_class(type_name), topic,
                                          lambda data, name=topic: self._store(name, data),
                                          SUBSCRIPTION_QOS[kind], raw=True)
+        if self.live is not None:  # every channel declared first: clients see them all at once
+            try:
+                self.live.start()
+            except (OSError, RuntimeError) as e:  # foxglove-sdk: RuntimeError "Failed to bind port: ..."
+                self.close()
+                raise ParameterError(f"parameter 'foxglove_port'/'foxglove_host': {e}") from None
         if self.bag is not None:
             self.create_timer(0.5, self.bag.tick)
             self.get_logger().info(f"recording {len(topics)} topics into {self.bag.path}")
