@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.json")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -32,6 +32,7 @@ setup(
             "exploration_controller = porl_ros.nodes.exploration_controller:main",
             "policy_server = porl_ros.nodes.policy_server:main",
             "learner = porl_ros.nodes.learner:main",
+            "recorder = porl_ros.nodes.recorder:main",
         ],
     },
 )

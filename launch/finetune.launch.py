@@ -3,6 +3,7 @@
     ros2 launch porl_ros finetune.launch.py checkpoint:=/path/to/actor_dir \
         [profile:=cpu|gpu] [env:=metaworld/push-v3] [timing_mode:=lockstep] [num_bridges:=1] \
         [role:=all|learner|robot] [bridge:=sim|arm] [arm_config:=my_arm.yaml] [run_dir:=runs/latest] [rviz:=false]
+        [record:=true|false bag_dir:=runs/latest_bag] [foxglove:=8765 foxglove_host:=127.0.0.1]
 
 The arguments, nodes, names, namespaces, parameter files and the parameters each argument
 sets come from porl_ros.graph, the same description `porl-ros run` uses, so the two cannot
@@ -29,7 +30,7 @@ def _nodes(context):
     value = {arg.name: arg.parse(LaunchConfiguration(arg.name).perform(context)) for arg in graph.RUN_ARGUMENTS}
     per_node = graph.run_parameters(value)
     actions = []
-    nodes = graph.finetune_graph(value["num_bridges"], value["bridge"])
+    nodes = graph.finetune_graph(value["num_bridges"], value["bridge"], value["record"], value["foxglove"])
     for spec in graph.nodes_for_role(nodes, value["role"], value["bridge_ids"]):
         files = graph.node_config_files(spec.name, value["profile"], config_dir, value["arm_config"])
         actions.append(Node(

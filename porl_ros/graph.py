@@ -16,6 +16,7 @@ PACKAGE = "porl_ros"
 # Node names: also their sections in the parameter files and their executables.
 LEARNER, POLICY_SERVER, CONTROLLER = "learner", "policy_server", "exploration_controller"
 SIM_BRIDGE, ARM_BRIDGE, SIM_HARDWARE = "sim_bridge", "arm_bridge", "sim_hardware"
+RECORDER = "recorder"
 # name -> (module whose main() runs it, its rclpy Node class)
 NODE_CLASSES = {
     LEARNER: ("porl_ros.nodes.learner", "LearnerNode"),
@@ -24,6 +25,7 @@ NODE_CLASSES = {
     SIM_BRIDGE: ("porl_ros.nodes.sim_bridge", "SimBridge"),
     ARM_BRIDGE: ("porl_ros.nodes.arm_bridge", "ArmBridge"),
     SIM_HARDWARE: ("porl_ros.nodes.sim_hardware", "SimHardware"),  # the arm tests' stand-in robot
+    RECORDER: ("porl_ros.nodes.recorder", "Recorder"),  # the run's bag and the live Foxglove view
 }
 BRIDGES = {"sim": SIM_BRIDGE, "arm": ARM_BRIDGE}  # bridge kind -> node
 BRIDGE_NODES = frozenset(BRIDGES.values())
@@ -38,6 +40,11 @@ DEFAULT_ENV_ID = "metaworld/push-v3"
 OBSERVATION_TOPIC, ACTION_TOPIC, GET_ACTION_SERVICE = "porl/observation", "porl/action", "porl/get_action"
 TRANSITION_TOPIC, ACK_TOPIC = "/porl/transition", "/porl/transition_ack"
 WEIGHTS_TOPIC, STATUS_TOPIC, MARKERS_TOPIC = "/porl/policy_weights", "/porl/status", "/porl/markers"
+SIM_JOINT_STATES_TOPIC, ARM_JOINT_STATES_TOPIC = "porl/joint_states", "/joint_states"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+# The recorder keeps each weights message without its blob (version, format, stamp) on this topic.
+WEIGHTS_VERSION_TOPIC = "/porl/policy_weights/version"
+DEFAULT_FOXGLOVE_PORT = 8765
 
 # Parameter files in config/: a profile's file, then the bridge kind's. They hold overrides only:
 # every default lives in the settings classes (porl_ros/nodes/settings.py). gpu: the defaults.
@@ -57,28 +64,73 @@ class NodeSpec:
     namespace: str = ""
     # Parameters set by the graph itself (on top of the parameter files).
     parameters: dict = field(default_factory=dict)
+    # Defaults the graph chooses that a run's own parameters (--param) may still override.
+    defaults: dict = field(default_factory=dict)
 
 
-def node_spec(name: str, namespace: str = "", parameters: dict | None = None) -> NodeSpec:
+def node_spec(name: str, namespace: str = "", parameters: dict | None = None, defaults: dict | None = None) -> NodeSpec:
     module, node_class = NODE_CLASSES[name]
-    return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}))
+    return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}), dict(defaults or {}))
 
 
-def finetune_graph(num_bridges: int = 1, bridge: str = "sim") -> list[NodeSpec]:
+def records(bridge: str = "sim", record: bool | None = None) -> bool:
+    """Whether a run records its bag: `record` if given, else on for the embedded simulator."""
+    return bridge == "sim" if record is None else bool(record)
+
+
+def finetune_graph(num_bridges: int = 1, bridge: str = "sim", record: bool | None = None,
+                   foxglove: int | None = None) -> list[NodeSpec]:
     """The nodes of a fine-tuning run: one learner; per bridge a bridge, an exploration
-    controller and a policy server, namespaced `bridge_<i>` when there are several.
-    `bridge`: "sim" (embedded simulator) or "arm" (a real arm through its ROS 2 drivers)."""
+    controller and a policy server, namespaced `bridge_<i>` when there are several; and a
+    recorder when the run records a bag (`records(bridge, record)`) or serves the live view
+    (`foxglove`: a port). `bridge`: "sim" (embedded simulator) or "arm" (a real arm through
+    its ROS 2 drivers)."""
     if num_bridges < 1:
         raise ValueError(f"num_bridges must be >= 1, got {num_bridges}")
     if bridge not in BRIDGES:
         raise ValueError(f"unknown bridge '{bridge}'; choose one of {sorted(BRIDGES)}")
+    recording = records(bridge, record)
+    recorder = recording or bool(foxglove)
     nodes = [node_spec(LEARNER, parameters={"num_bridges": num_bridges})]
     for index in range(num_bridges):
         namespace = f"bridge_{index}" if num_bridges > 1 else ""
+        # With a recorder, the first transition must reach the learner too, not only the recorder.
+        bridge_defaults = {"min_transition_subscribers": 2} if recorder else {}
         nodes += [node_spec(POLICY_SERVER, namespace),
                   node_spec(CONTROLLER, namespace, {"bridge_id": index}),
-                  node_spec(BRIDGES[bridge], namespace, {"bridge_id": index})]
+                  node_spec(BRIDGES[bridge], namespace, {"bridge_id": index}, bridge_defaults)]
+    if recorder:
+        nodes.append(node_spec(RECORDER, parameters={"num_bridges": num_bridges, "bridge": bridge,
+                                                     "record": recording}))
     return nodes
+
+
+# Reliability a recorder subscribes with: "reliable" for the data streams (nothing lost),
+# "best_effort" for what is published at a rate (it matches reliable publishers too),
+# "latched" for the weights (the latest version at once).
+RELIABLE, BEST_EFFORT, LATCHED = "reliable", "best_effort", "latched"
+
+
+def recorded_topics(num_bridges: int = 1, bridge: str = "sim") -> list[tuple[str, str, str]]:
+    """(topic, message type, subscription kind) of what a run records and shows live:
+    observations, actions, transitions, status, markers, joint states, diagnostics and the
+    weights (recorded as version events on WEIGHTS_VERSION_TOPIC, without the blob)."""
+    iface = "porl_ros_interfaces/msg/"
+    out = []
+    for index in range(num_bridges):
+        prefix = f"/bridge_{index}/" if num_bridges > 1 else "/"
+        out += [(prefix + OBSERVATION_TOPIC, iface + "Observation", RELIABLE),
+                (prefix + ACTION_TOPIC, iface + "Action", RELIABLE)]
+        if bridge == "sim":
+            out.append((prefix + SIM_JOINT_STATES_TOPIC, "sensor_msgs/msg/JointState", BEST_EFFORT))
+    if bridge == "arm":
+        out.append((ARM_JOINT_STATES_TOPIC, "sensor_msgs/msg/JointState", BEST_EFFORT))
+    out += [(TRANSITION_TOPIC, iface + "Transition", RELIABLE),
+            (STATUS_TOPIC, iface + "TrainingStatus", BEST_EFFORT),
+            (MARKERS_TOPIC, "visualization_msgs/msg/MarkerArray", BEST_EFFORT),
+            (DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", BEST_EFFORT),
+            (WEIGHTS_TOPIC, iface + "PolicyWeights", LATCHED)]
+    return out
 
 
 # ---------------------------------------------------------------------------- run arguments
@@ -146,6 +198,16 @@ RUN_ARGUMENTS = (
     RunArgument("role", "nodes this machine runs: all, learner, or robot (bridge + exploration controller + "
                 "policy server per bridge)", str, "all", choices=ROLES),
     RunArgument("bridge_ids", "with role robot: only these bridges, e.g. '0,1' (default: all)", str, ""),
+    RunArgument("record", "record the run's topics into <run dir>/bag (rosbag2 MCAP); default: on for the "
+                "embedded simulator, off for an arm (--no-record / --record); split across hosts, give both the "
+                "same (the bridges wait for the recorder)", bool, None),
+    RunArgument("bag_dir", "bag directory of the recorder", str, None, (f"{RECORDER}.bag_dir",),
+                runner_option=False),
+    RunArgument("foxglove", f"serve the run live over the Foxglove WebSocket protocol on this port "
+                f"(--foxglove alone: {DEFAULT_FOXGLOVE_PORT}; default: off)", int, None,
+                (f"{RECORDER}.foxglove_port",)),
+    RunArgument("foxglove_host", "address the Foxglove server binds to (0.0.0.0: every interface; see "
+                "docs/security.md)", str, "127.0.0.1", (f"{RECORDER}.foxglove_host",)),
 )
 RUN_ARGUMENT = {arg.name: arg for arg in RUN_ARGUMENTS}
 
@@ -172,7 +234,7 @@ BRIDGE_SEED_STRIDE = 100_000
 def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:
     """The parameters one node is started with on top of the parameter files: the run's
     (checkpoint, env, seed, ...) plus the graph's own; a bridge's nodes get their own seed."""
-    merged = {**run_parameters, **spec.parameters}
+    merged = {**spec.defaults, **run_parameters, **spec.parameters}
     if "bridge_id" in spec.parameters and "seed" in merged:
         merged["seed"] = int(merged["seed"]) + BRIDGE_SEED_STRIDE * int(spec.parameters["bridge_id"])
     return merged
@@ -186,9 +248,9 @@ def nodes_for_role(nodes: list[NodeSpec], role: str, bridge_ids: str = "") -> li
         raise ValueError(f"unknown role '{role}'; choose one of {list(ROLES)}")
     if role == "all":
         return nodes
-    if role == "learner":
-        return [spec for spec in nodes if spec.name == LEARNER]
-    robot = [spec for spec in nodes if spec.name != LEARNER]
+    if role == "learner":  # the recorder runs beside the learner
+        return [spec for spec in nodes if spec.name in (LEARNER, RECORDER)]
+    robot = [spec for spec in nodes if spec.name not in (LEARNER, RECORDER)]
     if not bridge_ids:
         return robot
     try:

@@ -23,6 +23,8 @@ from typing import Optional
 
 from porl_ros import graph
 
+BAG_DIR = "bag"  # <run dir>/bag: the run's recording
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="porl-ros run", description=__doc__,
@@ -31,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         if not arg.runner_option:
             continue
         option = "--" + arg.name.replace("_", "-")
-        if arg.type is bool:
+        if arg.type is bool and arg.default is None:  # --name / --no-name; neither: the graph decides
+            p.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=arg.help)
+        elif arg.type is bool:
             p.add_argument(option, action="store_true", help=arg.help)
+        elif arg.name == "foxglove":  # --foxglove alone: the default port
+            p.add_argument(option, type=int, nargs="?", const=graph.DEFAULT_FOXGLOVE_PORT, default=None,
+                           metavar="PORT", help=arg.help)
         else:
             p.add_argument(option, type=arg.type, default=arg.default, choices=arg.choices or None, help=arg.help)
     p.add_argument("--run-dir", default="", help="output directory (default runs/<time>); the learner's is "
@@ -63,7 +70,8 @@ def node_parameters(args: argparse.Namespace, checkpoint: str, run_dir: Path) ->
     from porl_ros.nodes.settings import NODE_SETTINGS, resolve
 
     values = {arg.name: getattr(args, arg.name) for arg in graph.RUN_ARGUMENTS if arg.runner_option}
-    per_node = graph.run_parameters({**values, "checkpoint": checkpoint, "run_dir": str(run_dir / graph.LEARNER)})
+    per_node = graph.run_parameters({**values, "checkpoint": checkpoint, "run_dir": str(run_dir / graph.LEARNER),
+                                     "bag_dir": str(run_dir / BAG_DIR)})
     for item in args.param:
         try:
             node, rest = item.split(":", 1)
@@ -620,7 +628,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"({args.eval_episodes} episodes)")
         evaluator = start_evaluations(run_dir, args, before, eval_seed)
 
-    nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge), args.role, args.bridge_ids)
+    nodes = graph.nodes_for_role(graph.finetune_graph(args.num_bridges, args.bridge, args.record, args.foxglove),
+                                 args.role, args.bridge_ids)
     if args.resume:
         nodes = resumed_bridges(nodes, run_dir)
     if args.role != "robot":
@@ -630,6 +639,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"[porl] fine-tuning on {args.env} with {len(nodes)} nodes "
           f"({'one process' if args.single_process else 'one process each'}), ROS_DOMAIN_ID={domain}, "
           f"profile {args.profile}; logs in {run_dir / 'logs'}")
+    if any(spec.name == graph.RECORDER for spec in nodes):
+        if graph.records(args.bridge, args.record):
+            print(f"[porl] recording into {run_dir / BAG_DIR} (replay: ros2 bag play {run_dir / BAG_DIR}; "
+                  f"off: --no-record)")
+        if args.foxglove:
+            print(f"[porl] live view: Foxglove -> open connection -> ws://{args.foxglove_host}:{args.foxglove} "
+                  f"(layout: config/foxglove_layout.json)")
     progress = ProgressPrinter(learner_settings.total_env_steps, args.run_id or "")
     interrupted = False
     from porl_ros.core.phases import DONE

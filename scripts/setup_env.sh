@@ -41,7 +41,7 @@ if ! up_to_date requirements "$req_hash"; then
   "$vpy" -m pip install --disable-pip-version-check -q \
     -r "$root/requirements/ros-jazzy.txt" -r "$root/requirements/python.txt" \
     -r "$root/requirements/dev.txt" 2>&1 | grep -v '^WARNING: Location' || true
-  "$vpy" -c 'import rclpy, torch, metaworld' || { say "dependency install failed"; exit 1; }
+  "$vpy" -c 'import rclpy, torch, metaworld, mcap, mcap_ros2, zstandard, foxglove' || { say "dependency install failed"; exit 1; }
   mark_done requirements "$req_hash"
 fi
 

@@ -6,6 +6,7 @@ while `porl-ros run` drives the graph on the embedded simulator.
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import pytest
 import rclpy
 
 from graph_helpers import OBS_DIM, SMALL_LEARNER, ObserverNode, random_actor_checkpoint, run_command
+from porl_ros import graph
 from porl_ros.core.checkpoint import load_actor
+from porl_ros.monitoring.bag import has_summary, iter_messages
 from porl_ros.nodes.conversions import to_float32_field
 from porl_ros.nodes.qos import STATUS_QOS, STREAM_QOS
 from porl_ros_interfaces.msg import Action, TrainingStatus, Transition
@@ -68,9 +71,12 @@ class Observer(ObserverNode):
 
 def _run(tmp_path: Path, checkpoint: str, *extra: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
     run_dir = tmp_path / "run"
-    # The bridge waits for the observer too (2 transition subscribers), so it sees every step.
+    # The bridge waits for the observer too (learner, recorder unless --no-record, observer), so it
+    # sees every step.
+    subscribers = 2 if "--no-record" in extra else 3
     cmd = run_command(checkpoint, run_dir, "--episode-steps", "100",
-                      "--param", "sim_bridge:min_transition_subscribers:=2", *extra, params=SMALL_LEARNER)
+                      "--param", f"sim_bridge:min_transition_subscribers:={subscribers}", *extra,
+                      params=SMALL_LEARNER)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True)
     summary_file = run_dir / "learner" / "learner_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -112,6 +118,13 @@ def test_lockstep_run_goes_through_both_phases(tmp_path, checkpoint):
     snapshots = sorted(p.name for p in (tmp_path / "run" / "learner" / "snapshots").iterdir())
     assert snapshots == ["step_00000200", "step_00000400"]
     assert load_actor(tmp_path / "run" / "learner" / "snapshots" / "step_00000400")[1].policy_version > 1
+    # The run's bag (on by default): closed cleanly, every transition, the status and markers.
+    bag = tmp_path / "run" / "bag"
+    assert has_summary(bag / "bag_0.mcap") and (bag / "metadata.yaml").is_file()
+    topics = collections.Counter(channel.topic for _, channel, _ in iter_messages(bag))
+    assert topics[graph.TRANSITION_TOPIC] == steps and topics["/porl/observation"] >= steps
+    assert topics[graph.STATUS_TOPIC] > 0 and topics[graph.MARKERS_TOPIC] > 0
+    assert topics[graph.WEIGHTS_VERSION_TOPIC] > 1
 
 
 def test_free_running_learner_slower_than_bridge_reports_effective_utd(tmp_path, checkpoint):
@@ -121,7 +134,7 @@ def test_free_running_learner_slower_than_bridge_reports_effective_utd(tmp_path,
         started = time.monotonic()
         # A learner much bigger than the bridge's pace allows at UTD 16.
         result, summary = _run(tmp_path, checkpoint, "--steps", str(steps), "--presample-steps", "100",
-                               "--timing-mode", "free_running",
+                               "--timing-mode", "free_running", "--no-record",  # a timing bound: no extra process
                                "--param", "learner:n_critics:=10", "--param", "learner:critic_hidden:=[256, 256]",
                                "--param", "learner:batch_size:=256", "--param", "learner:learning_starts:=50",
                                "--param", f"sim_bridge:control_rate_hz:={rate}")

@@ -103,3 +103,66 @@ def test_report_command(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
     with pytest.raises(ReportError, match="window"):
         write_report(run_dir, window=0)
+
+
+def _write_bag(bag_dir: Path, episodes: int = 11, length: int = 20) -> None:
+    """A small recorded run: episodes 0-3 in pre-sample, 4.. fine-tuning; episode i earns
+    return i (one reward per step); the end effector moves along +x, the goal at (1, 0, 0)."""
+    import rclpy.time
+    from rclpy.serialization import serialize_message
+
+    from porl_ros import graph
+    from porl_ros.monitoring.bag import BagWriter
+    from porl_ros.nodes.visualization import build_markers
+    from porl_ros_interfaces.msg import Transition
+
+    bag = BagWriter(bag_dir)
+    bag.add_topic(graph.TRANSITION_TOPIC, "porl_ros_interfaces/msg/Transition")
+    bag.add_topic(graph.MARKERS_TOPIC, "visualization_msgs/msg/MarkerArray")
+    seq, stamp = 0, rclpy.time.Time().to_msg()
+    for episode in range(episodes):
+        phase = "presample" if episode < 4 else "finetune"
+        for step in range(length):
+            bag.write(graph.TRANSITION_TOPIC, serialize_message(Transition(
+                seq=seq, episode=episode, step=step, reward=episode / length, success=episode >= 8,
+                policy_version=0 if phase == "presample" else 5)))
+            seq += 1
+            if step % 5 == 0:
+                points = {"end_effector": [0.01 * step * (1 + episode), 0.001 * episode, 0.2],
+                          "goal": [1.0, 0.0, 0.0]}
+                bag.write(graph.MARKERS_TOPIC, serialize_message(build_markers(
+                    "world", stamp, points, action=[1.0, 0.0, 0.0, 0.0],
+                    text=f"bridge 0  episode {episode}  step {step}  {phase}")))
+    bag.close()
+
+
+def test_report_adds_the_episode_view_from_the_bag(tmp_path):
+    from porl_ros.monitoring.episodes import EPISODES_PNG, episodes_from_bag
+
+    run_dir = tmp_path / "run"
+    _write_run(run_dir, _rows(), {"presample_steps": 1000})
+    _write_bag(run_dir / "bag")
+    episodes = episodes_from_bag(run_dir / "bag")
+    assert [e.episode for e in episodes] == list(range(11))
+    assert [len(e.path) for e in episodes] == [4] * 11 and episodes[3].goal == (1.0, 0.0, 0.0)
+    assert episodes[3].ret == pytest.approx(3.0) and episodes[3].phase == "presample" and episodes[5].phase == "finetune"
+    report = write_report(run_dir, window=10)
+    view = report["episode_view"]
+    assert png_size(run_dir / EPISODES_PNG) == (1200, 600)
+    assert json.loads((run_dir / "report.json").read_text())["episode_view"] == view
+    # Before: pre-sample episodes 0-3; after: the last quarter of the complete fine-tuning
+    # episodes 4-9 (episode 10, the last, may be cut short).
+    assert (view["before"]["best"]["episode"], view["before"]["worst"]["episode"]) == (3, 0)
+    assert (view["after"]["best"]["episode"], view["after"]["worst"]["episode"]) == (9, 8)
+    assert view["after"]["best"]["success"] and view["episodes"] == 11
+
+
+def test_report_without_bag_has_no_episode_view_and_survives_a_broken_one(tmp_path):
+    run_dir = tmp_path / "run"
+    _write_run(run_dir, _rows(), None)
+    assert "episode_view" not in write_report(run_dir)
+    (run_dir / "bag").mkdir()
+    (run_dir / "bag" / "bag_0.mcap").write_bytes(b"not an mcap file")
+    report = write_report(run_dir)
+    assert "report.png" in report["png"] and set(report["episode_view"]) <= {"error", "png", "episodes",
+                                                                            "episodes_with_path"}

@@ -73,7 +73,8 @@ def test_graph_namespaces_bridges_and_seeds_them_apart():
     assert [graph.node_parameters(spec, {"seed": 7})["seed"] for spec in bridges] == [
         7, 7 + graph.BRIDGE_SEED_STRIDE, 7 + 2 * graph.BRIDGE_SEED_STRIDE]
     learner = graph.nodes_for_role(nodes, "learner")
-    assert [spec.name for spec in learner] == ["learner"] and learner[0].parameters["num_bridges"] == 3
+    assert [spec.name for spec in learner] == ["learner", "recorder"]  # the bag is kept beside the learner
+    assert learner[0].parameters["num_bridges"] == learner[1].parameters["num_bridges"] == 3
     robot_1 = graph.nodes_for_role(nodes, "robot", "1")
     assert sorted(spec.name for spec in robot_1) == ["exploration_controller", "policy_server", "sim_bridge"]
     assert {spec.namespace for spec in robot_1} == {"bridge_1"}
@@ -85,8 +86,10 @@ def test_two_bridges_lockstep_feed_one_learner(tmp_path, checkpoint):
     steps, presample = 240, 120
     observer = MultiBridgeObserver(2)
     run_dir = tmp_path / "run"
-    # 2 transition subscribers per bridge: the learner and this observer, so it sees every step.
-    cmd = run_command(checkpoint, run_dir, "--num-bridges", "2", "--episode-steps", "50", "--steps", str(steps),
+    # 2 transition subscribers per bridge: the learner and this observer, so it sees every step
+    # (no recorder: what is tested is the bridges' plumbing).
+    cmd = run_command(checkpoint, run_dir, "--num-bridges", "2", "--no-record", "--episode-steps", "50",
+                      "--steps", str(steps),
                       "--presample-steps", str(presample), "--param", "sim_bridge:min_transition_subscribers:=2",
                       params=LEARNER)
     try:

@@ -81,7 +81,7 @@ def run_split(tmp_path: Path, checkpoint: str, timing_mode: str, steps: int, pre
     profiles = write_profiles(tmp_path, LEASE_S, ANNOUNCE_S)
     common = [sys.executable, "-m", "porl_ros.cli", "run", "--env", ENV_ID, "--checkpoint", checkpoint,
               "--eval-episodes", "0", "--episode-steps", "50", "--timing-mode", timing_mode,
-              "--domain-id", os.environ["ROS_DOMAIN_ID"]]
+              "--domain-id", os.environ["ROS_DOMAIN_ID"], "--no-record"]  # timing across a cut link: no recorder
     learner_cmd = common + ["--role", "learner", "--run-dir", str(learner_dir), "--steps", str(steps),
                             "--presample-steps", str(presample)]
     for item in SMALL_LEARNER:

@@ -10,7 +10,9 @@ against env steps:
   Q calibration gap  mean(Q(s,a) - discounted Monte-Carlo return) per episode: above 0
                      the critics overestimate, below 0 they underestimate
 with the pre-sample stage shaded and a vertical line where fine-tuning starts, and
-RUN_DIR/report.json with the numbers behind it.
+RUN_DIR/report.json with the numbers behind it. When the run was recorded (RUN_DIR/bag), also
+RUN_DIR/episodes.png: the end effector's path in the best and worst episodes before and after
+fine-tuning (porl_ros/monitoring/episodes.py; report.json "episode_view").
 """
 
 from __future__ import annotations
@@ -255,6 +257,13 @@ def write_report(run_dir: str | Path, window: int = DEFAULT_WINDOW, out_dir: Opt
                   skipped_lines=skipped)
     title = f"{report['env'] or 'porl_ros'}: {run_dir.resolve().name}"
     render(rows, report, png, title)
+    bag = run_dir / "bag"
+    if bag.is_dir() and any(bag.glob("*.mcap")):
+        from porl_ros.monitoring.episodes import write_episode_view
+        try:
+            report["episode_view"] = write_episode_view(bag, out_dir, title)
+        except Exception as e:  # a damaged bag must not cost the curves
+            report["episode_view"] = {"error": f"{type(e).__name__}: {e}"}
     (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -277,6 +286,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"[porl] report: {report['episodes']} episodes, {report['env_steps']} env steps; last "
           f"{final['episodes']} episodes: success {sr}, return {final['mean_return']:.1f}; "
           f"{report['png']}, {Path(report['png']).with_name(REPORT_JSON)}")
+    view = report.get("episode_view")
+    if view:
+        print(f"[porl] episode view: {view['png']} ({view['episodes_with_path']} episodes with a path)"
+              if "png" in view else f"[porl] no episode view: {view['error']}")
     return 0
 
 

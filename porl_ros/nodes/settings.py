@@ -286,6 +286,26 @@ class SimHardwareSettings(Settings):
     success_topic: str = setting("/task_success", "Published success flag.")
 
 
+@dataclass
+class RecorderSettings(Settings):
+    """The recorder: the run's bag (rosbag2 MCAP) and the live Foxglove view (docs/monitoring.md)."""
+
+    num_bridges: int = setting(1, "Bridges whose topics are recorded (bridge_<i> namespaces when > 1).", POSITIVE)
+    bridge: str = setting("sim", "Bridge kind ('sim' or 'arm'): which joint-state topic there is.",
+                          one_of(*sorted(graph.BRIDGES)))
+    record: bool = setting(True, "Write the bag into bag_dir (false: only the live view).")
+    bag_dir: str = setting("runs/latest_bag", "Bag directory (<name>_<i>.mcap + metadata.yaml); a directory "
+                                              "that holds a bag gets one more file.")
+    chunk_size_kib: int = setting(256, "MCAP chunk size: a chunk is compressed and flushed to the file when it "
+                                       "holds this much, so a killed run loses at most one chunk.", POSITIVE)
+    chunk_period_s: float = setting(2.0, "A chunk is also flushed when it is this old (quiet runs).", POSITIVE)
+    foxglove_port: int = setting(0, "Serve the recorded topics live over the Foxglove WebSocket protocol on this "
+                                    "port (0: off).", within(0, 65535))
+    foxglove_host: str = setting("127.0.0.1", "Address the Foxglove server binds to (0.0.0.0: every interface; "
+                                              "anyone who reaches it sees the run).")
+    diagnostics_rate_hz: float = _diagnostics_rate()
+
+
 # Each node's parameters: the fields of these classes, declared in this order.
 NODE_SETTINGS: dict[str, tuple[type, ...]] = {
     graph.LEARNER: (PorlConfig, LearnerSettings),
@@ -294,6 +314,7 @@ NODE_SETTINGS: dict[str, tuple[type, ...]] = {
     graph.SIM_BRIDGE: (EpisodeSettings, SimBridgeSettings),
     graph.ARM_BRIDGE: (EpisodeSettings, ArmBridgeSettings),
     graph.SIM_HARDWARE: (SimHardwareSettings,),
+    graph.RECORDER: (RecorderSettings,),
 }
 
 
