@@ -555,6 +555,32 @@ def _stop_on_signals() -> None:
             signal.signal(signum, handler)
 
 
+def choose_domain(args: argparse.Namespace, attempts: int = 5) -> int:
+    """The run's ROS_DOMAIN_ID. On one machine (role all) a domain where another porl_ros graph's
+    nodes are seen is not taken when the pick is random (another is drawn); an explicit
+    --domain-id is kept with a warning (it may be a run being resumed whose killed nodes DDS still
+    lists until their lease runs out). Run identity keeps a collision harmless either way; split
+    roles skip the look, since the other host's nodes belong on the domain."""
+    from porl_ros.nodes.domain_probe import nodes_on_domain
+    pick = random.SystemRandom()
+    domain = args.domain_id if args.domain_id is not None else pick.randint(10, 99)
+    if args.role != "all":
+        return domain
+    graph_nodes = tuple(name for name in graph.NODE_CLASSES if name != graph.SIM_HARDWARE)
+    for _ in range(attempts):
+        busy = [n for n in nodes_on_domain(domain) if n.rsplit("/", 1)[-1].startswith(graph_nodes)]
+        if not busy:
+            return domain
+        seen = ", ".join(busy[:4]) + (" ..." if len(busy) > 4 else "")
+        if args.domain_id is not None:
+            print(f"[porl] warning: --domain-id {domain} already has porl_ros nodes ({seen}): another run "
+                  f"(its messages carry another run id and are refused) or this run's killed nodes")
+            return domain
+        print(f"[porl] ROS_DOMAIN_ID {domain} is in use by another porl_ros run ({seen}): picking another")
+        domain = pick.randint(10, 99)
+    raise SystemExit(f"[porl] no free ROS_DOMAIN_ID in {attempts} random picks; give --domain-id")
+
+
 def check_environment(args: argparse.Namespace) -> None:
     """The sim bridge's environment exists and fits --checkpoint (sizes and bounds), checked in this
     process before anything starts: a mismatch found by the nodes would only show after start-up."""
@@ -610,12 +636,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     resolve_run_settings(args, run_dir)
     check_environment(args)
     run_dir.mkdir(parents=True, exist_ok=True)
-    domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(10, 99)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
     discovery, note = discovery_range(args.role, os.environ)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery
     if note:
         print(f"[porl] {note}")
+    domain = choose_domain(args)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
     started = time.monotonic()
 
     checkpoint = args.checkpoint = args.checkpoint or pretrain(args, run_dir / "pretrained")
