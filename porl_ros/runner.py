@@ -102,7 +102,9 @@ def ros_args(spec: graph.NodeSpec, files: list[str], params: dict) -> list[str]:
     for path in files:
         out += ["--params-file", str(path)]
     for key, value in graph.node_parameters(spec, params).items():
-        out += ["-p", f"{key}:={json.dumps(value) if not isinstance(value, str) else value}"]
+        # JSON is YAML, which is how rcl reads the value: strings stay strings even when empty
+        # or when they look like a number (a run id such as "83e1234...").
+        out += ["-p", f"{key}:={json.dumps(value)}"]
     return out
 
 
