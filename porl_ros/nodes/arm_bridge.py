@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
@@ -149,10 +148,13 @@ class ArmBridge(BridgeNode):
             self.create_subscription(Bool, p["success_topic"], self._on_success, STATUS_QOS)
         self.create_service(SetBool, p["emergency_stop_service"], self._on_emergency_stop)
         self.create_timer(self.period, self._control_tick)
-        # The watchdog has a thread of its own (run with a multi-threaded executor): a slow
-        # reward function or any other busy callback cannot delay the stop.
-        self.create_timer(self.period / p["watchdog_checks_per_period"], self._watchdog_tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        # The watchdog has a thread of its own, outside the executor: a slow reward function or
+        # any other busy callback cannot delay the stop. (A plain thread, not a multi-threaded
+        # executor: rclpy's Python executors added up to 300 ms of jitter to every callback.)
+        self.watchdog_thread = threading.Thread(target=self._watchdog_loop, name="arm_bridge_watchdog",
+                                                args=(self.period / p["watchdog_checks_per_period"],),
+                                                daemon=True)
+        self.watchdog_thread.start()
         if latched:
             self._stop()
             self.get_logger().warning(f"EMERGENCY STOP latched from before this start ({self.estop_file} "
@@ -461,6 +463,17 @@ class ArmBridge(BridgeNode):
         return bool(np.any(self.ee_position > box.workspace_high - box.workspace_margin)
                     or np.any(self.ee_position < box.workspace_low + box.workspace_margin))
 
+    def _watchdog_loop(self, interval_s: float) -> None:
+        next_check = time.monotonic()
+        while not self.finished:
+            next_check += interval_s
+            time.sleep(max(0.0, next_check - time.monotonic()))
+            try:
+                self._watchdog_tick()
+            except Exception as e:  # e.g. the context went down under it at shutdown
+                if not self.finished:
+                    self.get_logger().error(f"watchdog check failed: {e}")
+
     def _watchdog_tick(self) -> None:
         if self.activity == WAITING_FOR_PEERS or self.finished:
             return
@@ -596,7 +609,7 @@ class ArmBridge(BridgeNode):
 
 
 def main(args=None) -> int:
-    return run_node(ArmBridge, args, threads=3)  # the watchdog's own thread
+    return run_node(ArmBridge, args)
 
 
 if __name__ == "__main__":
