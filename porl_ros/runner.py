@@ -283,7 +283,7 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
         for label, proc in procs.items():
             # The learner writes its final checkpoint (counters, networks, replay) on SIGINT: give it
             # the time, or a resume falls back to an older checkpoint and loses the updates since.
-            _stop(proc, LEARNER_STOP_TIMEOUT_S if label == graph.LEARNER else 10.0)
+            _wait_or_kill(proc, LEARNER_STOP_TIMEOUT_S if label == graph.LEARNER else 10.0)
     return code
 
 
@@ -326,17 +326,15 @@ def _report_failed_node(label: str, code: int, logs: Path, why: str = "") -> Non
 LEARNER_STOP_TIMEOUT_S = 120.0
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
+def _wait_or_kill(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Wait for a node already sent SIGINT; SIGKILL it after timeout_s. No second SIGINT: a node
+    takes a second signal as "cut the orderly stop short" (it would break off a learner's update
+    block or its final checkpoint)."""
     try:
-        os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _signal_group(proc, signal.SIGKILL)
         proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, args,

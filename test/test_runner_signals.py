@@ -114,3 +114,34 @@ def test_a_sigkilled_node_is_reported_by_signal_name_with_its_own_log(tmp_path, 
         assert wait_until(lambda: not _node_pids(checkpoint), 10), f"orphaned nodes: {_node_pids(checkpoint)}"
     finally:
         _cleanup(runner, checkpoint)
+
+
+def test_stopping_the_graph_signals_each_node_once(tmp_path):
+    """A node takes a second SIGINT as 'cut the orderly stop short' (a learner would break off its
+    update block or its final checkpoint): the runner's stop sends one, then only waits."""
+    import sys
+    import time
+
+    from porl_ros.runner import _signal_group, _wait_or_kill
+
+    counted = tmp_path / "signals"
+    node = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGINT, lambda *a: seen.append(1))\n"
+        "print('ready', flush=True)\n"
+        "while not seen: time.sleep(0.01)\n"
+        "time.sleep(1.0)  # the orderly stop: a second signal would arrive now\n"
+        f"open({str(counted)!r}, 'w').write(str(len(seen)))\n")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert node.stdout.readline().strip() == "ready"
+        _signal_group(node, signal.SIGINT)
+        started = time.monotonic()
+        _wait_or_kill(node, 10.0)
+        assert node.returncode == 0 and time.monotonic() - started < 9.0
+        assert counted.read_text() == "1"
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()

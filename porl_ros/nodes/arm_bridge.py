@@ -107,7 +107,9 @@ class ArmBridge(BridgeNode):
                 raise ParameterError(f"parameter 'reward_function': {e}") from None
 
         self.monitor = safety.SafetyMonitor(safety.Watchdog(p["watchdog_timeout_periods"] * self.period))
-        self.command_lock = threading.Lock()  # the watchdog's thread commands too
+        # The watchdog's thread commands too: a command is filtered against the last one sent and
+        # sent under this lock, so a watchdog zero cannot slip between (0 -> full speed in one step).
+        self.command_lock = threading.RLock()
         self.estop_file = Path(p["emergency_stop_file"]).expanduser() if p["emergency_stop_file"] else None
         latched = self.estop_file is not None and self.estop_file.exists()
         if latched:
@@ -271,6 +273,10 @@ class ArmBridge(BridgeNode):
             return np.concatenate([linear, angular]), report
         return safety.filter_joint_velocity(command, self.positions, self.command, self.joint_limits)
 
+    def _send_filtered(self, command: np.ndarray) -> None:
+        with self.command_lock:
+            self._send_command(self._filter(command)[0])
+
     def _send_command(self, command: np.ndarray) -> None:
         with self.command_lock:
             if self.closing and np.any(command):
@@ -348,16 +354,17 @@ class ArmBridge(BridgeNode):
             return
         clipped = np.clip(action, -1.0, 1.0)
         self.counters["clamped_actions"] += int(np.any(clipped != action))
-        try:
-            command, report = self._filter(self._motion_command(clipped))
-        except ValueError as e:  # e.g. no end-effector pose yet
-            self.counters["rejected_actions"] += 1
-            self.get_logger().error(f"cannot execute action: {e}")
-            return
-        self._count(report)
-        if not self.monitor.motion_allowed:
-            command = np.zeros_like(command)  # a stale joint state or pose: hold still
-        self._send_command(command)
+        with self.command_lock:
+            try:
+                command, report = self._filter(self._motion_command(clipped))
+            except ValueError as e:  # e.g. no end-effector pose yet
+                self.counters["rejected_actions"] += 1
+                self.get_logger().error(f"cannot execute action: {e}")
+                return
+            self._count(report)
+            if not self.monitor.motion_allowed:
+                command = np.zeros_like(command)  # a stale joint state or pose: hold still
+            self._send_command(command)
         gripper = float(clipped[-1]) if self.has_gripper else 0.0
         self._send_gripper(gripper)
         self.executing = (self._executed_action(command, gripper), msg, now)
@@ -450,7 +457,7 @@ class ArmBridge(BridgeNode):
                 np.any(self.command != 0) or self._outside_box()):
             # Stream the held command (Servo needs a stream), re-filtered against where the
             # arm is now: the position / workspace rules can only slow it, or pull it back in.
-            self._send_command(self._filter(self.command)[0])
+            self._send_filtered(self.command)
         elif self.activity != WAITING_FOR_PEERS and (state != safety.RUNNING or self.activity not in
                                                      (AWAITING_ACTION, EXECUTING, RESETTING)):
             self._stop()
@@ -553,7 +560,7 @@ class ArmBridge(BridgeNode):
                                     f"error {np.max(np.abs(error)):.3f}); starting the episode from here")
             self._begin_episode()
             return
-        self._send_command(self._filter(target)[0])
+        self._send_filtered(target)
 
     def _begin_episode(self) -> None:
         self._stop()
