@@ -183,10 +183,10 @@ RUN_ARGUMENTS = (
                 "its own simulator; default: the learner's snapshot_every_env_steps)", int, None,
                 (f"{LEARNER}.snapshot_every_env_steps",)),
     RunArgument("run_dir", "learner output directory", str, None, (f"{LEARNER}.run_dir",), runner_option=False),
-    RunArgument("run_id", "identity of the run: the learner and the bridges ignore another run's messages "
-                "(porl-ros run: a random one per run with --role all, kept on --resume; with split roles give "
-                "the same on both hosts; empty: accept any)", str, None,
-                (f"{LEARNER}.run_id",) + tuple(f"{n}.run_id" for n in _BRIDGE_NODES)),
+    RunArgument("run_id", "identity of the run: the learner, the bridges and the policy server ignore another "
+                "run's messages (porl-ros run: a random one per run with --role all, kept on --resume; with split "
+                "roles give the same on both hosts; empty: accept any)", str, None,
+                (f"{LEARNER}.run_id", f"{POLICY_SERVER}.run_id") + tuple(f"{n}.run_id" for n in _BRIDGE_NODES)),
     RunArgument("resume", "continue the learner's run in its run dir from the last checkpoint + transition log",
                 bool, False, (f"{LEARNER}.resume",)),
     RunArgument("profile", "learner sizing: cpu (a 2-core CPU) or gpu (the defaults: the paper's sizes)",

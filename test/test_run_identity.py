@@ -83,3 +83,28 @@ def test_the_runner_gives_each_run_an_identity_and_keeps_it_on_resume(tmp_path):
     resumed = runner.build_parser().parse_args(argv)
     runner.apply_saved_settings(run_dir, resumed, runner.explicit_options(argv))
     assert resumed.run_id == "abc123"
+
+
+def test_policy_server_ignores_weights_of_another_run(context, checkpoint):
+    """A forged (or another run's) PolicyWeights would swap the policy that drives the robot: the
+    policy server keeps serving its own run's actor, even when the forged version is higher."""
+    from porl_ros.core.checkpoint import actor_to_bytes, load_actor
+    from porl_ros.nodes.conversions import to_uint8_field
+    from porl_ros.nodes.policy_server import PolicyServer
+    from porl_ros_interfaces.msg import PolicyWeights
+
+    server = PolicyServer(context=context, parameter_overrides=[
+        Parameter("checkpoint", value=checkpoint), Parameter("run_id", value="run-a")])
+    try:
+        actor, meta = load_actor(checkpoint)
+        data = to_uint8_field(actor_to_bytes(actor, meta))
+        served = server.actor
+        server._on_weights(PolicyWeights(version=1000, format="safetensors", data=data, run_id="forged"))
+        server._on_weights(PolicyWeights(version=1001, format="safetensors", data=data))  # no run id at all
+        assert server.actor is served and server.version == meta.policy_version
+        assert server.rejections["weights.run_id"] == 2
+        server._on_weights(PolicyWeights(version=meta.policy_version + 1, format="safetensors", data=data,
+                                         run_id="run-a"))  # its own learner
+        assert server.actor is not served and server.version == meta.policy_version + 1
+    finally:
+        server.destroy_node()

@@ -254,7 +254,7 @@ class LearnerNode(Node):
             self.store.log_policy_version(self.learner.policy_version)
             self.store.sync()
         meta = self.learner.policy_meta(self.env_id)
-        msg = PolicyWeights(version=self.learner.policy_version, format="safetensors")
+        msg = PolicyWeights(version=self.learner.policy_version, format="safetensors", run_id=self.p["run_id"])
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.data = to_uint8_field(actor_to_bytes(self.learner.agent.actor, meta))
         self.weights_pub.publish(msg)

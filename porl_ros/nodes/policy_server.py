@@ -63,6 +63,10 @@ class PolicyServer(Node):
 
     # ------------------------------------------------------------------ weights
     def _on_weights(self, msg: PolicyWeights) -> None:
+        if self.p["run_id"] and msg.run_id != self.p["run_id"]:
+            # Another run's learner on this domain, or a forger: never the policy that drives this robot.
+            self._reject_weights(f"run {msg.run_id!r:.40} is not this run ({self.p['run_id']!r})", field="run_id")
+            return
         if msg.version <= self.version and self.actor is not None:
             return  # already serving this or a newer one (latched re-delivery)
         if msg.format != "safetensors":

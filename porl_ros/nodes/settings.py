@@ -105,6 +105,8 @@ class PolicyServerSettings(Settings):
     seed: int = setting(0, "Seed of the action-sampling generator (stochastic requests).", NON_NEGATIVE)
     get_action_service: str = setting(graph.GET_ACTION_SERVICE, "Service name of GetAction.")
     weights_topic: str = setting(graph.WEIGHTS_TOPIC, "Latched topic of versioned actor weights.")
+    run_id: str = setting("", "Identity of this run: weights carrying another run_id (another run's learner on "
+                              "the ROS domain, a forger) are ignored and counted; empty: accept any.")
     max_normalised_state: float = setting(100.0, "Refuse a GetAction state with a component farther than this "
                                                  "from the actor's training mean, in units of its training "
                                                  "standard deviation ((state - obs_mean) / obs_std; an actor "
