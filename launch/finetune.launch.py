@@ -36,7 +36,9 @@ def _nodes(context):
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name,
             namespace=spec.namespace or None,
-            parameters=files + [graph.node_parameters(spec, per_node[spec.name])], output="screen",
+            # The arm bridge's e-stop latch lives beside the learner's state (the run dir).
+            parameters=files + [graph.node_parameters(spec, graph.with_run_files(
+                spec, per_node[spec.name], value["run_dir"] or graph.DEFAULT_RUN_DIR))], output="screen",
             # Small inference processes keep to one thread; the cores are the learner's.
             additional_env={} if spec.name == graph.LEARNER else {"OMP_NUM_THREADS": "1"},
         ))

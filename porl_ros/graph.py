@@ -40,6 +40,7 @@ DEFAULT_ENV_ID = "metaworld/push-v3"
 OBSERVATION_TOPIC, ACTION_TOPIC, GET_ACTION_SERVICE = "porl/observation", "porl/action", "porl/get_action"
 TRANSITION_TOPIC, ACK_TOPIC = "/porl/transition", "/porl/transition_ack"
 WEIGHTS_TOPIC, STATUS_TOPIC, MARKERS_TOPIC = "/porl/policy_weights", "/porl/status", "/porl/markers"
+DEFAULT_RUN_DIR = "runs/latest"  # the learner's output (and an arm bridge's e-stop latch) by default
 SIM_JOINT_STATES_TOPIC, ARM_JOINT_STATES_TOPIC = "porl/joint_states", "/joint_states"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 # The recorder keeps each weights message without its blob (version, format, stamp) on this topic.
@@ -229,6 +230,19 @@ def run_parameters(values: dict[str, Any]) -> dict[str, dict]:
 # Per-bridge seeds are seed + bridge_id * stride, so bridges never replay one another's
 # episodes and exploration noise (episode k of a bridge is seeded seed + k).
 BRIDGE_SEED_STRIDE = 100_000
+
+
+def node_label(spec: NodeSpec) -> str:
+    """A node's name in logs and run files: 'bridge1.sim_bridge', or 'learner' outside a namespace."""
+    return f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
+
+
+def with_run_files(spec: NodeSpec, params: dict, run_dir: Path | str) -> dict:
+    """A node's parameters plus the files it keeps in the run directory: an arm bridge's
+    emergency-stop latch (so an e-stop survives a restart of the bridge or of the run)."""
+    if spec.name == ARM_BRIDGE and not params.get("emergency_stop_file"):
+        return {**params, "emergency_stop_file": str(Path(run_dir) / ARM_BRIDGE / f"{node_label(spec)}.emergency_stop")}
+    return params
 
 
 def node_parameters(spec: NodeSpec, run_parameters: dict) -> dict:

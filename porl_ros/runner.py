@@ -230,10 +230,10 @@ def run_graph_processes(nodes: list[graph.NodeSpec], node_params: dict, args, ru
     logs.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen] = {}
     for spec in nodes:
-        label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
+        label = graph.node_label(spec)
         files = graph.node_config_files(spec.name, args.profile, config_dir, args.arm_config)
-        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, _with_run_files(
-            spec, label, node_params[spec.name], run_dir))
+        cmd = [sys.executable, "-m", spec.module] + ros_args(spec, files, graph.with_run_files(
+            spec, node_params[spec.name], run_dir))
         node_env = dict(env)
         if spec.name != graph.LEARNER:
             node_env["OMP_NUM_THREADS"] = "1"  # small inference: leave the cores to the learner
@@ -295,14 +295,6 @@ def _signal_group(proc: subprocess.Popen, signum: int) -> None:
             pass
 
 
-def _with_run_files(spec: graph.NodeSpec, label: str, params: dict, run_dir: Path) -> dict:
-    """A node's parameters plus the files it keeps in the run directory: an arm bridge's
-    emergency-stop latch (so an e-stop survives a restart of the bridge or of the run)."""
-    if spec.name == graph.ARM_BRIDGE and not params.get("emergency_stop_file"):
-        return {**params, "emergency_stop_file": str(run_dir / graph.ARM_BRIDGE / f"{label}.emergency_stop")}
-    return params
-
-
 def describe_exit(code: int) -> str:
     """'exit 3' or 'killed by SIGKILL' (a negative Popen return code is the signal)."""
     if code < 0:
@@ -358,8 +350,7 @@ def run_graph_single_process(nodes: list[graph.NodeSpec], node_params: dict, arg
     try:
         for spec in nodes:
             cls = getattr(importlib.import_module(spec.module), spec.node_class)
-            label = f"{spec.namespace}.{spec.name}" if spec.namespace else spec.name
-            params = _with_run_files(spec, label, node_params[spec.name], run_dir or Path(args.run_dir or "."))
+            params = graph.with_run_files(spec, node_params[spec.name], run_dir or Path(args.run_dir or "."))
             overrides = [Parameter(k, value=v) for k, v in graph.node_parameters(spec, params).items()]
             node = cls(context=context, namespace=spec.namespace or None, parameter_overrides=overrides)
             created.append(node)

@@ -122,3 +122,14 @@ def test_launch_file_starts_one_role_per_machine(monkeypatch):
     assert {n.kwargs["namespace"] for n in robot} == {"bridge_1"}
     with pytest.raises(ValueError, match="unknown role"):
         _launch(monkeypatch, role="both")
+
+
+def test_launch_file_latches_the_arm_e_stop_in_the_run_dir(monkeypatch, tmp_path):
+    """As with porl-ros run, an e-stop engaged under ros2 launch survives a restart of the bridge:
+    the latch file lives in the run dir (issue 17 item 9)."""
+    nodes = _launch(monkeypatch, checkpoint="/ckpt", bridge="arm", run_dir=str(tmp_path / "run"))
+    arm = [n for n in nodes if n.kwargs["name"] == "arm_bridge"]
+    assert arm[0].kwargs["parameters"][-1]["emergency_stop_file"] == str(
+        tmp_path / "run" / "arm_bridge" / "arm_bridge.emergency_stop")
+    default = [n for n in _launch(monkeypatch, checkpoint="/ckpt", bridge="arm") if n.kwargs["name"] == "arm_bridge"]
+    assert default[0].kwargs["parameters"][-1]["emergency_stop_file"].startswith(graph.DEFAULT_RUN_DIR + "/")

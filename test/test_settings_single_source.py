@@ -96,7 +96,10 @@ def test_launch_and_runner_start_each_node_with_the_same_overrides(monkeypatch, 
     assert [n.kwargs["name"] for n in launched] == [s.name for s in specs]
     for node, spec in zip(launched, specs):
         files, overrides = node.kwargs["parameters"][:-1], node.kwargs["parameters"][-1]
-        assert overrides == graph.node_parameters(spec, params[spec.name]), spec.name
+        # Run files (the arm bridge's e-stop latch) go under each one's run dir: the launch file's
+        # run_dir is the learner's output directory, porl-ros run's the run's root.
+        expected = graph.with_run_files(spec, params[spec.name], given["run_dir"])
+        assert overrides == graph.node_parameters(spec, expected), spec.name
         assert [Path(f).name for f in files] == [Path(f).name for f in graph.node_config_files(
             spec.name, "cpu", graph.source_config_dir())]
     assert params["learner"]["total_env_steps"] == 900 and params["arm_bridge"]["max_episode_steps"] == 50

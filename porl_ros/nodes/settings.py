@@ -39,7 +39,7 @@ class LearnerSettings(Settings):
     checkpoint: str = setting("", "Pre-trained actor to fine-tune (actor.safetensors + meta.json). Empty: SAC "
                                   "from scratch, sizes from env_id.")
     env_id: str = setting(graph.DEFAULT_ENV_ID, "Only used for sizes and bounds when checkpoint is empty.")
-    run_dir: str = setting("runs/latest", "Directory for checkpoints, metrics.jsonl and the final actor.")
+    run_dir: str = setting(graph.DEFAULT_RUN_DIR, "Directory for checkpoints, metrics.jsonl and the final actor.")
     resume: bool = setting(False, "Continue the run whose state is in run_dir/state (last checkpoint + "
                                   "transition log). False refuses a run_dir that already holds learner state.")
     timing_mode: str = setting(graph.LOCKSTEP, "'lockstep' or 'free_running' (must match the bridges).",
