@@ -1,5 +1,5 @@
-"""The fine-tuning remedies of PorlConfig, each checked on its mechanism: the Monte-Carlo lower
-bound on the TD target, the trust region toward the frozen pre-trained actor (with its
+"""The fine-tuning remedies of PorlConfig, each checked on its mechanism: the absorbing value of a
+success that ends the episode, the Monte-Carlo lower bound on the TD target, the trust region toward the frozen pre-trained actor (with its
 Q-filter) and the normalised Q term of the actor loss."""
 
 import numpy as np
@@ -53,6 +53,23 @@ def test_learner_stores_the_observed_discounted_return_when_an_episode_ends():
             assert np.all(learner.replay.column("mc_return") == -np.inf)  # not known until the end
     # Scaled rewards 2, 4, 8 with gamma 0.5, truncated: the tail beyond the episode counts as 0.
     np.testing.assert_allclose(learner.replay.column("mc_return"), [2 + 0.5 * 4 + 0.25 * 8, 4 + 0.5 * 8, 8])
+
+
+@pytest.mark.parametrize("absorbing", [True, False])
+@pytest.mark.parametrize("success", [True, False])
+def test_a_success_that_ends_the_episode_is_worth_its_reward_for_ever(absorbing, success):
+    actor = SquashedGaussianActor(2, 1, (8,), [-1.0], [1.0])
+    learner = build_learner(actor, config(gamma=0.5, reward_scale=2.0, presample_steps=10,
+                                          absorbing_success=absorbing), replay_capacity=10)
+    for step, reward in enumerate([1.0, 3.0]):  # the second step ends the episode
+        learner.add_transition(0, step, 0, np.zeros(2), np.zeros(1), reward, np.zeros(2), step == 1, False,
+                               success and step == 1, step=step)
+    # Scaled rewards 2, 6; a success valued as staying solved: 6 / (1 - 0.5) = 12 (TD target and
+    # observed return alike); a failure that ends the episode (a fall) is worth its reward only.
+    last = 12.0 if absorbing and success else 6.0
+    np.testing.assert_allclose(learner.replay.column("reward"), [2.0, last])
+    np.testing.assert_allclose(learner.replay.column("mc_return"), [2 + 0.5 * last, last])
+    assert learner.episodes[-1].episode_return == 4.0  # the environment's own return is unchanged
 
 
 def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:

@@ -58,6 +58,11 @@ class PorlConfig(Settings):
     learning_starts: Optional[int] = setting(None, "Replay size before updates start; none: batch_size.",
                                              AT_LEAST_ONE)
     # Fine-tuning remedies (PorlAgent's docstring; docs/results.md has the ablation behind each default).
+    absorbing_success: bool = setting(True, "A step that ends the episode by success is valued as staying in the "
+                                            "solved state, paid its reward forever (r / (1 - gamma)), not as the "
+                                            "end of all reward: with dense rewards (Meta-World pays up to 10 per "
+                                            "step) a success that ends the episode is otherwise worth less than "
+                                            "hovering just short of it.")
     mc_lower_bound: bool = setting(True, "Floor the TD target at the discounted return the episode actually "
                                           "collected from the transition on (Cal-QL-style anchoring of a fresh "
                                           "critic; a true lower bound when rewards are >= 0).")

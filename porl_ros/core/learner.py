@@ -59,6 +59,7 @@ class _OpenEpisode:
     actions: list = field(default_factory=list)
     success: bool = False
     inserts: list = field(default_factory=list)  # replay insert numbers, for the observed returns at its end
+    ended_in_success: bool = False  # its last step was terminated by success
 
 
 # Forward seq jumps of one bridge remembered for undoing (a transition at the seq expected before
@@ -227,7 +228,8 @@ class PorlLearner:
         if seq > self.next_seq[source]:
             self.seq_gaps += seq - self.next_seq[source]
         self.next_seq[source] = seq + 1
-        insert = self.replay.add(s, a, r * self.config.reward_scale, ns, bool(terminated), source=source)
+        ends_in_success = bool(terminated) and bool(success)
+        insert = self.replay.add(s, a, self._critic_reward(r, ends_in_success), ns, bool(terminated), source=source)
         self.env_steps += 1
         self._step_times.append((time.monotonic(), self.env_steps))
         if self.phase == PRESAMPLE and self.schedule.phase(self.env_steps) == FINETUNE:
@@ -242,8 +244,17 @@ class PorlLearner:
         current.inserts.append(insert)
         current.success |= bool(success)
         if terminated or truncated:
+            current.ended_in_success = ends_in_success
             return self._close_episode(source, current, bootstrap=None if terminated else ns)
         return None
+
+    def _critic_reward(self, reward: float, ends_in_success: bool) -> float:
+        """A reward in the critic's units; a success that ends the episode counts as that reward
+        for ever after (absorbing_success), so the critic never learns to avoid succeeding."""
+        scaled = reward * self.config.reward_scale
+        if ends_in_success and self.config.absorbing_success:
+            return scaled / (1.0 - self.config.gamma)
+        return scaled
 
     def undoes_jump(self, source: int, seq: int) -> bool:
         """Whether `seq` is the one expected before a pending forward jump of this source."""
@@ -386,13 +397,15 @@ class PorlLearner:
 
     @torch.no_grad()
     def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
-        gamma, scale = self.config.gamma, self.config.reward_scale
+        gamma = self.config.gamma
         # Discounted return to go of what the episode collected, in the critic's units: stored
         # with each transition (the critic's Monte-Carlo lower bound reads it).
         observed = np.empty(len(ep.rewards))
         running = 0.0
-        for i in range(len(ep.rewards) - 1, -1, -1):
-            running = ep.rewards[i] * scale + gamma * running
+        last = len(ep.rewards) - 1
+        for i in range(last, -1, -1):
+            ends_in_success = i == last and ep.ended_in_success
+            running = self._critic_reward(ep.rewards[i], ends_in_success) + gamma * running
             observed[i] = running
         self.replay.set_mc_returns(ep.inserts, observed)
         # For calibration, a truncated episode bootstraps its tail with the critic.

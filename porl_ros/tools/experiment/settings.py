@@ -34,6 +34,7 @@ class Variant:
 # The fine-tuning remedies of PorlConfig and the values that turn each one off: `paper` turns
 # them all off (PORL as published), `no_<name>` one at a time (the ablation of the defaults).
 REMEDIES_OFF: dict[str, tuple[tuple[str, Any], ...]] = {
+    "absorb": (("absorbing_success", False),),
     "mc": (("mc_lower_bound", False),),
     "trust": (("trust_region_weight", 0.0),),
     "qnorm": (("actor_q_normalise", False),),
@@ -41,7 +42,7 @@ REMEDIES_OFF: dict[str, tuple[tuple[str, Any], ...]] = {
     "guard": (("regression_guard", False),),
 }
 
-# Every remedy anchors to or normalises by the pre-trained actor: off for a random one.
+# Off for a random actor too: most remedies anchor to or normalise by the pre-trained actor.
 ALL_REMEDIES_OFF = tuple(item for off in REMEDIES_OFF.values() for item in off)
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
