@@ -1,6 +1,7 @@
 """The fine-tuning remedies of PorlConfig, each checked on its mechanism: the absorbing value of a
-success that ends the episode, the Monte-Carlo lower bound on the TD target, the trust region toward the frozen pre-trained actor (with its
-Q-filter) and the normalised Q term of the actor loss."""
+success that ends the episode, the Monte-Carlo lower bound on the TD target, the trust region
+toward the frozen pre-trained actor (with its Q-filter) and the normalised Q term of the actor
+loss."""
 
 import numpy as np
 import pytest

@@ -6,6 +6,8 @@ presample: the (pre-trained) actor is frozen, bit for bit, parameters and optimi
 finetune:  standard SAC: critics every update, actor and temperature every K updates.
 
 Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation):
+  absorbing_success     (applied by PorlLearner as it stores rewards) a success that ends
+                        the episode is worth its reward for ever after, not nothing;
   mc_lower_bound        the TD target is floored by the discounted return the episode
                         actually collected from the transition on (Cal-QL-style anchoring);
   trust_region_weight   the actor loss adds w * ||mean action - pre-trained mean action||^2

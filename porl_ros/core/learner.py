@@ -59,7 +59,6 @@ class _OpenEpisode:
     actions: list = field(default_factory=list)
     success: bool = False
     inserts: list = field(default_factory=list)  # replay insert numbers, for the observed returns at its end
-    ended_in_success: bool = False  # its last step was terminated by success
 
 
 # Forward seq jumps of one bridge remembered for undoing (a transition at the seq expected before
@@ -244,8 +243,8 @@ class PorlLearner:
         current.inserts.append(insert)
         current.success |= bool(success)
         if terminated or truncated:
-            current.ended_in_success = ends_in_success
-            return self._close_episode(source, current, bootstrap=None if terminated else ns)
+            return self._close_episode(source, current, bootstrap=None if terminated else ns,
+                                       ends_in_success=ends_in_success)
         return None
 
     def _critic_reward(self, reward: float, ends_in_success: bool) -> float:
@@ -396,7 +395,8 @@ class PorlLearner:
         return self.agent.critic(s, a).mean(dim=0).cpu().numpy()
 
     @torch.no_grad()
-    def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray]) -> EpisodeRecord:
+    def _close_episode(self, source: int, ep: _OpenEpisode, bootstrap: Optional[np.ndarray],
+                       ends_in_success: bool) -> EpisodeRecord:
         gamma = self.config.gamma
         # Discounted return to go of what the episode collected, in the critic's units: stored
         # with each transition (the critic's Monte-Carlo lower bound reads it).
@@ -404,8 +404,7 @@ class PorlLearner:
         running = 0.0
         last = len(ep.rewards) - 1
         for i in range(last, -1, -1):
-            ends_in_success = i == last and ep.ended_in_success
-            running = self._critic_reward(ep.rewards[i], ends_in_success) + gamma * running
+            running = self._critic_reward(ep.rewards[i], ends_in_success and i == last) + gamma * running
             observed[i] = running
         self.replay.set_mc_returns(ep.inserts, observed)
         # For calibration, a truncated episode bootstraps its tail with the critic.
