@@ -118,3 +118,53 @@ def test_action_chooser_is_the_policy_action_then_epsilon_greedy_per_stage():
     assert asked == [True] * 30 + [False] * 30  # mean in pre-sample, a sample in fine-tune
     assert chooser.steps_in_phase == {"presample": 30, "finetune": 30} and chooser.actions == 60
     assert math.isclose(chooser.current_epsilon("finetune"), 0.1 * (1 - 30 / 50))
+
+
+def _runs(flags_and_actions):
+    """Lengths of the runs of identical exploratory actions."""
+    runs, previous = [], None
+    for action, explored in flags_and_actions:
+        assert explored
+        if previous is not None and np.array_equal(action, previous):
+            runs[-1] += 1
+        else:
+            runs.append(1)
+        previous = action
+    return runs
+
+
+def test_held_exploratory_actions_repeat_for_heavy_tailed_durations():
+    eg = EpsilonGreedy(LOW, HIGH, seed=0, hold_max=8)
+    runs = _runs([eg(np.zeros(3), 1.0) for _ in range(20000)])
+    assert max(runs) == 8 and min(runs) == 1
+    counts = np.bincount(runs, minlength=9)[1:]
+    expected = (1.0 / np.arange(1, 9) ** 2) / np.sum(1.0 / np.arange(1, 9) ** 2)
+    np.testing.assert_allclose(counts / len(runs), expected, atol=0.02)
+    # A held action is executed, not the policy's, even where epsilon has dropped to 0.
+    eg = EpsilonGreedy(LOW, HIGH, seed=1, hold_max=1000)
+    first, _ = eg(np.zeros(3), 1.0)
+    if eg.hold_left:
+        again, explored = eg(np.zeros(3), 0.0)
+        assert explored and np.array_equal(again, first)
+
+
+def test_hold_max_one_draws_a_fresh_action_every_step():
+    eg = EpsilonGreedy(LOW, HIGH, seed=0, hold_max=1)
+    runs = _runs([eg(np.zeros(3), 1.0) for _ in range(500)])
+    assert runs == [1] * 500
+    with pytest.raises(ValueError, match="hold_max"):
+        EpsilonGreedy(LOW, HIGH, hold_max=0)
+
+
+def test_a_new_episode_ends_a_hold():
+    from porl_ros.core.exploration import ActionChooser, ExplorationConfig
+
+    chooser = ActionChooser(ExplorationConfig(presample_epsilon=1.0, explore_hold_max=10_000), LOW, HIGH, seed=5)
+    policy = lambda obs, deterministic: np.full(3, 0.5, dtype=np.float32)  # noqa: E731
+    held, _ = chooser.choose("presample", np.zeros(4), policy, episode=0)
+    while chooser.greedy.hold_left < 5:  # find a hold that outlasts its episode
+        held, _ = chooser.choose("presample", np.zeros(4), policy, episode=0)
+    same, _ = chooser.choose("presample", np.zeros(4), policy, episode=0)
+    assert np.array_equal(same, held)
+    fresh, explored = chooser.choose("presample", np.zeros(4), policy, episode=1)
+    assert explored and not np.array_equal(fresh, held)

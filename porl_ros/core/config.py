@@ -14,10 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .settings import NON_NEGATIVE, POSITIVE, POSITIVE_SIZES, Check, Settings, SettingError, setting, within
+from .settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, POSITIVE_SIZES, Check, Settings, SettingError, setting, within
 
 DEVICE = Check(lambda v: re.match(r"^(auto|cpu|cuda|cuda:\d+)$", v) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-AT_LEAST_ONE = Check(lambda v: v >= 1, ">= 1")
 
 
 @dataclass

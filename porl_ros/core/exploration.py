@@ -2,7 +2,10 @@
 
 With probability epsilon the executed action is drawn uniformly from the action box;
 otherwise the policy's action (its mean or a sample, per stage) is executed. The uniform
-actions widen the replay distribution the fresh critics are trained on.
+actions widen the replay distribution the fresh critics are trained on. With
+`explore_hold_max` > 1 a uniform action is held for a few steps (temporally-extended
+epsilon-greedy, Dabney et al. 2021): one fresh uniform action per step averages out within
+a few steps, a held one moves an arm somewhere the policy would not go.
 
 `ActionChooser` is that decision, once: the exploration controller node calls it around its
 GetAction request, and `porl-ros experiment` around the actor in its own process.
@@ -16,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .phases import FINETUNE, PRESAMPLE
-from .settings import NON_NEGATIVE, PROBABILITY, Settings, one_of, setting
+from .settings import AT_LEAST_ONE, NON_NEGATIVE, PROBABILITY, Settings, one_of, setting
 
 MEAN, SAMPLE = "mean", "sample"  # which policy action a stage executes
 
@@ -39,6 +42,9 @@ class ExplorationConfig(Settings):
                                            one_of(MEAN, SAMPLE))
     finetune_policy_action: str = setting(SAMPLE, "Policy action executed in fine-tune: 'mean' or 'sample' "
                                                   "(SAC).", one_of(MEAN, SAMPLE))
+    explore_hold_max: int = setting(1, "An exploratory uniform action is held for n steps, n drawn with "
+                                       "P(n) ~ 1/n^2 on 1..this (temporally-extended epsilon-greedy; a new "
+                                       "episode ends a hold); 1: a fresh uniform action per step.", AT_LEAST_ONE)
 
     def schedules(self) -> "StagedEpsilon":
         return StagedEpsilon(
@@ -90,16 +96,27 @@ class StagedEpsilon:
 
 
 class EpsilonGreedy:
-    """Replace the policy action by a uniform one in [low, high] with probability epsilon."""
+    """Replace the policy action by a uniform one in [low, high] with probability epsilon; with
+    hold_max > 1, keep executing that uniform action for n steps, P(n) ~ 1/n^2 on 1..hold_max."""
 
     def __init__(self, action_low: Sequence[float] | np.ndarray, action_high: Sequence[float] | np.ndarray,
-                 seed: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> None:
+                 seed: Optional[int] = None, rng: Optional[np.random.Generator] = None, hold_max: int = 1) -> None:
         self.low = np.asarray(action_low, dtype=np.float64).reshape(-1)
         self.high = np.asarray(action_high, dtype=np.float64).reshape(-1)
         if self.low.shape != self.high.shape or not np.all(self.low < self.high) \
                 or not (np.all(np.isfinite(self.low)) and np.all(np.isfinite(self.high))):
             raise ValueError("action bounds must be finite, of equal length, with low < high")
+        if not isinstance(hold_max, (int, np.integer)) or hold_max < 1:
+            raise ValueError(f"hold_max must be an int >= 1, got {hold_max!r}")
         self.rng = rng if rng is not None else np.random.default_rng(seed)
+        lengths = np.arange(1, hold_max + 1)
+        self.hold_probabilities = (1.0 / lengths**2) / np.sum(1.0 / lengths**2)
+        self.held: Optional[np.ndarray] = None
+        self.hold_left = 0
+
+    def end_hold(self) -> None:
+        """Forget a held exploratory action (a new episode starts)."""
+        self.held, self.hold_left = None, 0
 
     def __call__(self, policy_action: np.ndarray, epsilon: float) -> tuple[np.ndarray, bool]:
         """Return (executed action, exploratory?). The policy action is clipped to the box."""
@@ -109,8 +126,15 @@ class EpsilonGreedy:
         if a.shape != self.low.shape:
             raise ValueError(f"policy_action must have shape {self.low.shape}, got {a.shape}")
         dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float32
+        if self.hold_left > 0:
+            self.hold_left -= 1
+            return self.held.astype(dtype), True
         if self.rng.random() < epsilon:
-            return self.rng.uniform(self.low, self.high).astype(dtype), True
+            uniform = self.rng.uniform(self.low, self.high)
+            if len(self.hold_probabilities) > 1:  # no extra draw at hold_max 1: seeded runs stay as they were
+                self.held = uniform
+                self.hold_left = int(self.rng.choice(len(self.hold_probabilities), p=self.hold_probabilities))
+            return uniform.astype(dtype), True
         return np.clip(a, self.low, self.high).astype(dtype), False
 
 
@@ -125,8 +149,9 @@ class ActionChooser:
 
     def __init__(self, config: ExplorationConfig, action_low, action_high, seed: Optional[int] = None) -> None:
         self.config = config
-        self.greedy = EpsilonGreedy(action_low, action_high, seed=seed)
+        self.greedy = EpsilonGreedy(action_low, action_high, seed=seed, hold_max=config.explore_hold_max)
         self.epsilon = config.schedules()
+        self.episode: Optional[int] = None
         self.steps_in_phase = {PRESAMPLE: 0, FINETUNE: 0}
         self.actions = 0
         self.exploratory_actions = 0
@@ -139,8 +164,12 @@ class ActionChooser:
     def current_epsilon(self, phase: str) -> float:
         return self.epsilon.value(phase, self.steps_in_phase[phase])
 
-    def explore(self, phase: str, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(executed action, exploratory?) for the policy's action in this stage."""
+    def explore(self, phase: str, policy_action: np.ndarray, episode: Optional[int] = None) -> tuple[np.ndarray, bool]:
+        """(executed action, exploratory?) for the policy's action in this stage (in `episode`:
+        a held exploratory action does not carry over into the next one)."""
+        if episode != self.episode:
+            self.greedy.end_hold()
+            self.episode = episode
         epsilon = self.current_epsilon(phase)
         self.steps_in_phase[phase] += 1
         executed, exploratory = self.greedy(policy_action, epsilon)
@@ -148,6 +177,7 @@ class ActionChooser:
         self.exploratory_actions += int(exploratory)
         return executed, exploratory
 
-    def choose(self, phase: str, observation: np.ndarray, policy: Policy) -> tuple[np.ndarray, bool]:
+    def choose(self, phase: str, observation: np.ndarray, policy: Policy,
+               episode: Optional[int] = None) -> tuple[np.ndarray, bool]:
         """Both steps with a policy at hand (in one process)."""
-        return self.explore(phase, policy(observation, self.deterministic(phase)))
+        return self.explore(phase, policy(observation, self.deterministic(phase)), episode)

@@ -132,7 +132,7 @@ def fine_tuning_step(learner, chooser, stepper: EnvStepper, policy, source: int 
     """One step of the loop in one process: the controller's choice for the learner's current
     phase (`chooser` with `policy(obs, deterministic)`), the bridge's env step, the learner's
     store and train. Returns (record, exploratory?, training metrics)."""
-    action, exploratory = chooser.choose(learner.phase, stepper.state, policy)
+    action, exploratory = chooser.choose(learner.phase, stepper.state, policy, stepper.book.episode)
     record = stepper.step(action)
     learner.add_transition(source, record.seq, record.episode, record.state, record.action, record.reward,
                            record.next_state, record.terminated, record.truncated, record.success, step=record.step)

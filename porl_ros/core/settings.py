@@ -44,6 +44,7 @@ class Check:
 
 POSITIVE = Check(lambda v: v > 0, "> 0")
 NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE = Check(lambda v: v >= 1, ">= 1")
 PROBABILITY = Check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 POSITIVE_SIZES = Check(lambda v: len(v) > 0 and all(x > 0 for x in v), "non-empty, each > 0")
 

@@ -121,7 +121,7 @@ class ExplorationController(Node):
         if phase != self.current_phase:
             self.get_logger().info(f"phase is now {phase}")
             self.current_phase = phase
-        executed, exploratory = self.chooser.explore(phase, policy_action)
+        executed, exploratory = self.chooser.explore(phase, policy_action, obs.episode)
         message = Action(bridge_id=obs.bridge_id, episode=obs.episode, step=obs.step,
                          exploratory=bool(exploratory), policy_version=response.policy_version)
         message.header.stamp = self.get_clock().now().to_msg()
