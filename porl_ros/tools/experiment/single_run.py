@@ -118,9 +118,11 @@ def run_single(experiment: Experiment, variant_name: str, task: str, seed: int, 
             seen = len(learner.episodes)
             if log is not None:
                 r = rows[-1]
+                outcomes = "".join("1" if e.success else "0" for e in result.per_episode)  # per eval episode
                 log(f"{variant_name} {task} s{seed} step {r['env_steps']}: success {r['success_rate']:.2f} "
                     f"return {r['mean_return']:.0f} phase {r['phase']} alpha {r['alpha']:.4f} "
-                    f"q_gap {r['q_calibration_gap']} ({r['wall_s']:.0f} s)")
+                    f"q_gap {r['q_calibration_gap']} episodes {outcomes} "
+                    f"({r['wall_s']:.0f} s)")
 
         evaluate_now()
         for _ in range(grid.total_steps):
