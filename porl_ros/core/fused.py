@@ -75,6 +75,7 @@ class FusedUpdater:
         self._graphs: dict[tuple[bool, ...], torch.cuda.CUDAGraph] = {}
         self._eager_runs: dict[tuple[bool, ...], int] = {}
         self._bound_to: tuple = ()
+        self._side_stream: Optional[torch.cuda.Stream] = None  # warm-up and capture run on it
         self.captures = 0  # graphs captured so far (for tests and the benchmark)
 
     def invalidate(self) -> None:
@@ -144,7 +145,9 @@ class FusedUpdater:
             graph.replay()
             return
         current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
         side.wait_stream(current)
         runs = self._eager_runs.get(plan, 0)
         if runs < WARMUP_BLOCKS:
