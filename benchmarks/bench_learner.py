@@ -171,12 +171,17 @@ class Precision:
 def bench(device_name: str, args: argparse.Namespace) -> None:
     device = torch.device(device_name)
     cuda = device.type == "cuda"
-    critic_agent = make_agent(args, device_name, "off", "presample")  # critic-only updates
+    def compiled(agent: PorlAgent) -> PorlAgent:
+        if args.compile:
+            agent.critic.forward = torch.compile(agent.critic.forward)
+            agent.critic_target.forward = torch.compile(agent.critic_target.forward)
+        return agent
+
+    critic_agent = compiled(make_agent(args, device_name, "off", "presample"))  # critic-only updates
     cfg = critic_agent.config
     if args.compile:
-        critic_agent.critic.forward = torch.compile(critic_agent.critic.forward)
-        critic_agent.critic_target.forward = torch.compile(critic_agent.critic_target.forward)
-        print("  torch.compile of the critic-ensemble forwards enabled (compiled during warm-up)")
+        print("  torch.compile of the critic-ensemble forwards enabled for the batched critic updates and the "
+              "eager step (compiled during warm-up)")
     rng = np.random.default_rng(0)
     replay = ReplayBuffer(10_000, OBS_DIM, ACT_DIM)
     for _ in range(10_000):
@@ -209,7 +214,7 @@ def bench(device_name: str, args: argparse.Namespace) -> None:
 
     # Full PORL steps (U critic updates + 1 actor update per env step), one agent per path.
     steps = {"per-member loop": loop_step,
-             "eager (fused_update off)": agent_step(make_agent(args, device_name, "off", "finetune")),
+             "eager (fused_update off)": agent_step(compiled(make_agent(args, device_name, "off", "finetune"))),
              "fused block, uncaptured (eager)": agent_step(make_agent(args, device_name, "eager", "finetune"))}
     if cuda:
         steps["fused block, CUDA graph (graph)"] = agent_step(make_agent(args, device_name, "graph", "finetune"))

@@ -106,7 +106,7 @@ def test_fused_run_is_reproducible_and_resumes_exactly():
         assert a.train_after_env_step(rb) == b.train_after_env_step(rb)
 
 
-def test_learner_with_the_fused_block_keeps_the_update_budget():
+def test_learner_with_the_fused_block_keeps_the_update_budget(tmp_path):
     actor = SquashedGaussianActor(OBS, ACT, (8,), -np.ones(ACT), np.ones(ACT))
     learner = build_learner(actor, config(fused_update="eager", batch_size=4, learning_starts=3, utd_ratio=2,
                                           presample_utd_ratio=3, presample_steps=6), replay_capacity=100)
@@ -118,6 +118,14 @@ def test_learner_with_the_fused_block_keeps_the_update_budget():
         assert learner.agent.critic_updates == learner.updates_owed(), step
         assert ("actor_loss" in metrics) == (learner.env_steps >= 6), step  # 6: the switch
     assert learner.agent.actor_updates == 2 * 5
+    mirror = learner.agent.fused.mirror
+    learner.replay.save(tmp_path / "replay.safetensors")
+    learner.replay = ReplayBuffer.load(tmp_path / "replay.safetensors")  # what a resume does
+    learner.add_transition(0, 10, 0, rng.normal(size=OBS), rng.uniform(-1, 1, ACT), 1.0, rng.normal(size=OBS),
+                           False, False, False)
+    learner.train()
+    assert learner.agent.critic_updates == learner.updates_owed()
+    assert learner.agent.fused.mirror is mirror and mirror.replay is learner.replay and int(mirror.size) == 11
 
 
 # ----------------------------------------------------------------- device replay copy
@@ -199,3 +207,31 @@ def test_captured_graph_equals_the_uncaptured_block_on_cuda():
     expected = state(eager)
     for key, value in state(graph).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_the_block_never_reads_a_tensor_back_to_the_host(monkeypatch):
+    """What capture needs: nothing in the block turns a tensor into a Python value (item, tolist,
+    bool, int, float, numpy), so no branch depends on one. The optimizers are swapped for fused
+    Adam, whose step count stays a tensor (as on CUDA; plain CPU Adam reads it with .item())."""
+    agent = PorlAgent(OBS, ACT, -np.ones(ACT), np.ones(ACT),
+                      config(fused_update="eager", trust_region_q_filter=True, actor_update_every=2),
+                      actor=pretrained_actor())
+    agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=3e-4, fused=True)
+    agent.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=1e-4, fused=True)
+    agent.alpha_opt = torch.optim.Adam([agent.log_alpha], lr=3e-4, fused=True)
+    rb = ReplayBuffer(100, OBS, ACT)
+    add_steps(rb, np.random.default_rng(4), 60)
+    agent.train_after_env_step(rb)  # binds the device copy
+    before = agent.critic.head.weight.detach().clone()
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host read of a tensor inside the update block")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    agent.fused._block((False, True, False, True))
+    monkeypatch.undo()
+    assert not torch.equal(agent.critic.head.weight, before)
+    with pytest.raises(AssertionError, match="host read"):  # the guard itself works
+        monkeypatch.setattr(torch.Tensor, "item", host_read)
+        torch.ones(()).item()

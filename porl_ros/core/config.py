@@ -97,12 +97,13 @@ class PorlConfig(Settings):
     # Runtime.
     device: str = setting("auto", "Torch device of the learner: 'auto' (CUDA when available), 'cpu', 'cuda' "
                                   "or 'cuda:N'.", DEVICE)
-    fused_update: str = setting("auto", "How the updates owed for an env step run. 'off': one at a time, batches "
-                                        "sampled on the host (the reference path; bit-reproducible on CPU). 'eager': "
-                                        "as one fused block, replay copy and batch sampling on the device, no host "
-                                        "sync inside (same updates, another batch-index stream). 'graph': that block "
-                                        "captured once as a CUDA graph and replayed (CUDA only). 'auto': 'graph' on "
-                                        "CUDA, 'off' on CPU.", one_of(*UPDATE_MODES))
+    fused_update: str = setting("auto", "How the updates owed for an env step (lockstep) run. 'off': one at a "
+                                        "time, batches sampled on the host (the reference path; bit-reproducible "
+                                        "on CPU). 'eager': as one fused block, replay copy and batch sampling on "
+                                        "the device, no host sync inside (same updates, another batch-index "
+                                        "stream). 'graph': that block captured once as a CUDA graph and replayed "
+                                        "(CUDA only). 'auto': 'graph' on CUDA, 'off' on CPU.",
+                                one_of(*UPDATE_MODES))
     seed: int = setting(0, "Seed of network initialisation, batches and action noise in updates.", NON_NEGATIVE)
 
     def check(self) -> None:
