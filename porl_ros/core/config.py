@@ -102,7 +102,7 @@ class PorlConfig(Settings):
                                         "on CPU). 'eager': as one fused block, replay copy and batch sampling on "
                                         "the device, no host sync inside (same updates, another batch-index "
                                         "stream). 'graph': that block captured once as a CUDA graph and replayed "
-                                        "(CUDA only). 'auto': 'graph' on CUDA, 'off' on CPU.",
+                                        "(CUDA only; not yet run on a GPU). 'auto': 'off' until it has been.",
                                 one_of(*UPDATE_MODES))
     seed: int = setting(0, "Seed of network initialisation, batches and action noise in updates.", NON_NEGATIVE)
 

@@ -38,15 +38,18 @@ if TYPE_CHECKING:
     from .agent import PorlAgent
 
 UPDATE_MODES = ("auto", "off", "eager", "graph")
+# 'auto' stays on the reference path on every device until the captured block has run on a GPU
+# (test/test_core_fused.py's CUDA test and benchmarks/bench_learner.py): no GPU was lent so far.
+AUTO_MODE = "off"
 WARMUP_BLOCKS = 2  # eager runs of a plan (on a side stream) before it is captured
 
 
 def resolve_update_mode(mode: str, device: torch.device) -> str:
-    """'auto' -> 'graph' on CUDA, 'off' elsewhere; refuses 'graph' without CUDA (naming the setting)."""
+    """'auto' -> 'off' (see AUTO_MODE); refuses 'graph' without CUDA (naming the setting)."""
     if mode not in UPDATE_MODES:
         raise ValueError(f"fused_update must be one of {list(UPDATE_MODES)}, got {mode!r}")
     if mode == "auto":
-        return "graph" if device.type == "cuda" else "off"
+        return AUTO_MODE
     if mode == "graph" and device.type != "cuda":
         raise ValueError(f"fused_update 'graph' needs a CUDA device, but the learner runs on {device}; "
                          f"use 'eager' (the same block, uncaptured) or 'off'")
