@@ -21,6 +21,12 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
 All randomness (initialisation, target-subset choice, action noise in updates, batch
 indices) comes from generators seeded with config.seed, so a CPU run is reproducible
 bit for bit and the global RNGs are left untouched.
+
+config.fused_update chooses how train_after_env_step runs the updates owed for an env step:
+'off' one update at a time with batches sampled on the host (the reference path); 'eager'
+and 'graph' as one fused block with the replay and the sampling on the device, the latter
+captured as a CUDA graph (fused.py). Both paths call the same critic_step and
+actor_and_alpha_step.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch.nn.functional as F
 
 from .config import PorlConfig
 from .device import resolve_device
+from .fused import FusedUpdater, resolve_update_mode
 from .networks import CriticEnsemble, SquashedGaussianActor
 from .phases import FINETUNE, PHASES, PRESAMPLE
 from .replay import Batch, ReplayBuffer
@@ -42,12 +49,16 @@ from .replay import Batch, ReplayBuffer
 class PorlAgent:
     """Critic ensemble + target ensemble + actor + entropy temperature."""
 
+    CRITIC_STATS = ("critic_loss", "q_mean", "q_std")
+    ACTOR_STATS = ("actor_loss", "alpha_loss", "alpha", "entropy", "trust_region")
+
     def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float] | np.ndarray,
                  action_high: Sequence[float] | np.ndarray, config: Optional[PorlConfig] = None,
                  actor: Optional[SquashedGaussianActor] = None) -> None:
         self.config = cfg = config if config is not None else PorlConfig()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = resolve_device(cfg.device)
+        self.update_mode = resolve_update_mode(cfg.fused_update, self.device)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
         # Build networks under a private RNG so the caller's global torch RNG is untouched.
@@ -81,9 +92,9 @@ class PorlAgent:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), device=self.device, requires_grad=True)
 
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.actor_opt = self._adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_opt = self._adam(self.critic.parameters(), cfg.critic_lr)
+        self.alpha_opt = self._adam([self.log_alpha], cfg.alpha_lr)
 
         self.torch_gen = torch.Generator(device=self.device)
         self.torch_gen.manual_seed(cfg.seed)
@@ -92,6 +103,15 @@ class PorlAgent:
         self.critic_updates = 0
         self.actor_updates = 0
         self.actor_restores = 0
+        self.fused = (FusedUpdater(self, capture=self.update_mode == "graph")
+                      if self.update_mode != "off" else None)
+
+    def _adam(self, params, lr: float) -> torch.optim.Adam:
+        """Adam; on CUDA with the fused block, the fused kernel with its step count on the device
+        (capturable), which graph capture needs."""
+        if self.update_mode != "off" and self.device.type == "cuda":
+            return torch.optim.Adam(params, lr=lr, fused=True, capturable=True)
+        return torch.optim.Adam(params, lr=lr)
 
     # ------------------------------------------------------------------ phases
     def set_phase(self, name: str) -> None:
@@ -125,9 +145,14 @@ class PorlAgent:
             y = torch.maximum(y, batch.mc_return)
         return y, members
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One critic update (+ Polyak); actor and alpha too when in finetune and due."""
-        cfg = self.config
+    def actor_due(self, critic_updates: int) -> bool:
+        """Whether the critic update that brings the count to `critic_updates` is followed by an
+        actor and temperature update (finetune only, every actor_update_every critic updates)."""
+        return self.phase == FINETUNE and critic_updates % self.config.actor_update_every == 0
+
+    def critic_step(self, batch: Batch) -> list[torch.Tensor]:
+        """One critic update and the Polyak step of the targets: tensor work only (no host sync,
+        no counters), so the fused block can capture it. Returns CRITIC_STATS as 0-d tensors."""
         y, _ = self.compute_target(batch)
         q = self.critic(batch.obs, batch.action)  # [N, B]
         # Sum of per-member MSEs: each member gets exactly its own regression gradient.
@@ -136,13 +161,18 @@ class PorlAgent:
         per_member.sum().backward()
         self.critic_opt.step()
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()),
+                                 self.config.tau)
+        return [per_member.detach().mean(), q.detach().mean(), q.detach().std(dim=0).mean()]
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One critic update (+ Polyak); actor and alpha too when in finetune and due."""
+        stats = self.critic_step(batch)
         self.critic_updates += 1
-        stats = [per_member.detach().mean(), q.detach().mean(), q.detach().std(dim=0).mean()]
-        names = ["critic_loss", "q_mean", "q_std"]
-        if self.phase == FINETUNE and self.critic_updates % cfg.actor_update_every == 0:
+        names = list(self.CRITIC_STATS)
+        if self.actor_due(self.critic_updates):
             stats += self._update_actor_and_alpha(batch.obs)
-            names += ["actor_loss", "alpha_loss", "alpha", "entropy", "trust_region"]
+            names += self.ACTOR_STATS
         return dict(zip(names, torch.stack(stats).tolist()))  # one device sync per update
 
     def _trust_region(self, obs: torch.Tensor) -> torch.Tensor:
@@ -158,9 +188,9 @@ class PorlAgent:
                 distance = distance * (q[len(obs):] > q[:len(obs)])
         return distance.mean()
 
-    def _update_actor_and_alpha(self, obs: torch.Tensor) -> list[torch.Tensor]:
+    def actor_and_alpha_step(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """Maximise mean-ensemble Q + entropy (- the trust region); then tune alpha toward the
-        target entropy."""
+        target entropy. Tensor work only (no host sync, no counters); returns ACTOR_STATS."""
         cfg = self.config
         self.critic.requires_grad_(False)  # no wasted critic gradients
         try:
@@ -184,9 +214,14 @@ class PorlAgent:
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
-        self.actor_updates += 1
         return [actor_loss.detach(), alpha_loss.detach(), self.log_alpha.detach().exp(),
                 -log_prob.detach().mean(), trust_region.detach()]
+
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """actor_and_alpha_step, counted."""
+        stats = self.actor_and_alpha_step(obs)
+        self.actor_updates += 1
+        return stats
 
     @property
     def utd_ratio_now(self) -> int:
@@ -202,9 +237,11 @@ class PorlAgent:
         cfg = self.config
         if len(replay) < max(cfg.effective_learning_starts, 1):
             return {}
+        updates = self.utd_ratio_now
+        if self.fused is not None:
+            return self.fused.run(replay, updates)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        updates = self.utd_ratio_now
         for _ in range(updates):
             batch = replay.sample(cfg.batch_size, self.device, self.np_rng)
             for k, v in self.update(batch).items():
@@ -226,8 +263,10 @@ class PorlAgent:
             raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor}")
         self.actor.load_state_dict(self.best_actor.state_dict())
         lr = self.actor_lr * lr_factor
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.actor_opt = self._adam(self.actor.parameters(), lr)
         self.actor_restores += 1
+        if self.fused is not None:
+            self.fused.invalidate()  # its graphs hold the old optimizer's state
 
     @property
     def actor_lr(self) -> float:
@@ -260,6 +299,8 @@ class PorlAgent:
             out[f"counter.{c}"] = torch.tensor(getattr(self, c), dtype=torch.int64)
         out["phase"] = torch.tensor(PHASES.index(self.phase), dtype=torch.int64)
         out["rng.torch"] = self.torch_gen.get_state().cpu().clone()
+        if self.fused is not None:
+            out["rng.batch_indices"] = self.fused.generator.get_state().cpu().clone()
         st = self.np_rng.bit_generator.state
         words = [st["state"]["state"], st["state"]["inc"], st["has_uint32"], st["uinteger"]]
         out["rng.numpy"] = torch.tensor(
@@ -301,6 +342,10 @@ class PorlAgent:
             setattr(self, c, int(get(f"counter.{c}")))
         self.phase = PHASES[int(get("phase"))]
         self.torch_gen.set_state(get("rng.torch").to(torch.uint8))
+        if self.fused is not None:
+            if "rng.batch_indices" in tensors:  # absent in a state saved with fused_update off
+                self.fused.generator.set_state(tensors["rng.batch_indices"].to(torch.uint8))
+            self.fused.invalidate()  # optimizer states (and the actor lr) were replaced
         raw = get("rng.numpy").numpy().tobytes()
         words = [int.from_bytes(raw[i:i + 16], "little") for i in range(0, 64, 16)]
         self.np_rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": words[0], "inc": words[1]},

@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, POSITIVE_SIZES, Check, Settings, SettingError, setting, within
+from .fused import UPDATE_MODES
+from .settings import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, POSITIVE_SIZES, Check, Settings, SettingError, one_of,
+                       setting, within)
 
 DEVICE = Check(lambda v: re.match(r"^(auto|cpu|cuda|cuda:\d+)$", v) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -94,6 +96,13 @@ class PorlConfig(Settings):
     # Runtime.
     device: str = setting("auto", "Torch device of the learner: 'auto' (CUDA when available), 'cpu', 'cuda' "
                                   "or 'cuda:N'.", DEVICE)
+    fused_update: str = setting("auto", "How the updates owed for an env step (lockstep) run. 'off': one at a "
+                                        "time, batches sampled on the host (the reference path; bit-reproducible "
+                                        "on CPU). 'eager': as one fused block, replay copy and batch sampling on "
+                                        "the device, no host sync inside (same updates, another batch-index "
+                                        "stream). 'graph': that block captured once as a CUDA graph and replayed "
+                                        "(CUDA only; not yet run on a GPU). 'auto': 'off' until it has been.",
+                                one_of(*UPDATE_MODES))
     seed: int = setting(0, "Seed of network initialisation, batches and action noise in updates.", NON_NEGATIVE)
 
     def check(self) -> None:
@@ -103,6 +112,9 @@ class PorlConfig(Settings):
         if not self.actor_log_std_min < self.actor_log_std_max:
             raise SettingError("actor_log_std_min", f"actor_log_std_min must be < actor_log_std_max, got "
                                                     f"{self.actor_log_std_min} and {self.actor_log_std_max}")
+        if self.fused_update == "graph" and self.device == "cpu":
+            raise SettingError("fused_update", "fused_update 'graph' (CUDA graph capture) needs a CUDA device, "
+                                               "but device is 'cpu'; use 'eager' or 'off'")
         init = self.actor_log_std_init
         if init is not None and not self.actor_log_std_min < init < self.actor_log_std_max:
             raise SettingError("actor_log_std_init", f"actor_log_std_init must be inside (actor_log_std_min, "

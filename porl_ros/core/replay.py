@@ -8,13 +8,16 @@ Besides what the bridge sent, each row has an `mc_return` column: the discounted
 the episode actually collected from that step on, filled in by the learner when the
 episode ends (-inf until then: "not known yet"). The critic's optional Monte-Carlo lower
 bound reads it.
+
+A watcher (add_watcher) is told which slots were written, by add() and set_mc_returns(): the
+learner's device-side copy of the storage (device_replay.py) follows the buffer that way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -61,6 +64,18 @@ class ReplayBuffer:
         self.size = 0
         self.cursor = 0  # next slot to write
         self.added = 0  # transitions ever added: the insert number of the next one
+        self._watchers: list[Callable[[np.ndarray], None]] = []
+
+    def add_watcher(self, callback: Callable[[np.ndarray], None]) -> None:
+        """Call `callback(slots)` (int64 row indices) after rows are written."""
+        self._watchers.append(callback)
+
+    def remove_watcher(self, callback: Callable[[np.ndarray], None]) -> None:
+        self._watchers.remove(callback)
+
+    def _written(self, slots: np.ndarray) -> None:
+        for callback in self._watchers:
+            callback(slots)
 
     def __len__(self) -> int:
         return self.size
@@ -100,6 +115,8 @@ class ReplayBuffer:
         row[self._cols["terminated"]] = float(terminated)
         row[self._cols["mc_return"]] = -np.inf
         self._source[self.cursor] = source
+        if self._watchers:
+            self._written(np.array([self.cursor], dtype=np.int64))
         self.cursor = (self.cursor + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
@@ -116,7 +133,10 @@ class ReplayBuffer:
         if not np.all(np.isfinite(values)):
             raise ValueError("returns contain NaN or inf")
         live = (numbers < self.added) & (numbers >= self.added - self.size)
-        self._data[numbers[live] % self.capacity, self._cols["mc_return"].start] = values[live]
+        slots = numbers[live] % self.capacity
+        self._data[slots, self._cols["mc_return"].start] = values[live]
+        if self._watchers and slots.size:
+            self._written(slots)
         return int(live.sum())
 
     # ---------------------------------------------------------------- reading
@@ -129,11 +149,18 @@ class ReplayBuffer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rng = generator if generator is not None else np.random.default_rng()
         idx = rng.integers(0, self.size, size=batch_size)
-        t = torch.from_numpy(self._data[idx]).to(device, non_blocking=True)
+        return self.batch_from_rows(torch.from_numpy(self._data[idx]).to(device, non_blocking=True))
+
+    def rows(self, slots: np.ndarray) -> np.ndarray:
+        """A copy of the stored rows at ring positions `slots` ([len(slots), width] float32)."""
+        return self._data[slots]
+
+    def batch_from_rows(self, rows: torch.Tensor) -> Batch:
+        """Column views of [B, width] rows as a Batch (whatever device they live on)."""
         c = self._cols
-        return Batch(obs=t[:, c["obs"]], action=t[:, c["action"]], reward=t[:, c["reward"].start],
-                     next_obs=t[:, c["next_obs"]], terminated=t[:, c["terminated"].start],
-                     mc_return=t[:, c["mc_return"].start])
+        return Batch(obs=rows[:, c["obs"]], action=rows[:, c["action"]], reward=rows[:, c["reward"].start],
+                     next_obs=rows[:, c["next_obs"]], terminated=rows[:, c["terminated"].start],
+                     mc_return=rows[:, c["mc_return"].start])
 
     def _ordered(self) -> np.ndarray:
         """Indices of stored transitions, oldest first."""
