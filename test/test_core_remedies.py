@@ -141,3 +141,33 @@ def test_critic_sees_observations_normalised_with_the_pretrained_actors_statisti
     torch.testing.assert_close(normalised.critic(obs, action), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(normalised.critic_target(obs, action), expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(raw.critic(obs, action), expected)  # off: raw observations
+
+
+def test_the_acting_policy_is_a_moving_average_of_the_trained_actor():
+    rate = 0.1
+    _, plain = trained_actor_distance(critic_layer_norm=False)
+    assert plain.averaged_actor is None and plain.policy is plain.actor
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(2, 1, (16,), [-1.0], [1.0])
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(actor_lr=3e-3, policy_average=rate), actor=actor)
+    expected = [p.detach().clone() for p in agent.actor.parameters()]
+    obs = torch.randn(32, 2)
+    for _ in range(20):
+        agent._update_actor_and_alpha(obs)
+        expected = [(1 - rate) * e + rate * p.detach() for e, p in zip(expected, agent.actor.parameters())]
+    assert agent.policy is agent.averaged_actor
+    for e, averaged, trained in zip(expected, agent.averaged_actor.parameters(), agent.actor.parameters()):
+        torch.testing.assert_close(averaged, e, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(averaged, trained)  # it lags the trained actor
+    # What acts is the average; a resumed agent gets it back; a restore resets it to the best policy.
+    state = agent.state_tensors()
+    assert any(k.startswith("averaged_actor.") for k in state)
+    np.testing.assert_array_equal(agent.act(np.zeros(2, dtype=np.float32), deterministic=True),
+                                  agent.averaged_actor.act(np.zeros(2, dtype=np.float32), deterministic=True))
+    agent.remember_best_actor()
+    best = [p.detach().clone() for p in agent.averaged_actor.parameters()]
+    for _ in range(5):
+        agent._update_actor_and_alpha(obs)
+    agent.restore_best_actor(0.5)
+    for b, averaged, trained in zip(best, agent.averaged_actor.parameters(), agent.actor.parameters()):
+        assert torch.equal(averaged, b) and torch.equal(trained, b)

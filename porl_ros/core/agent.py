@@ -15,6 +15,8 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
   actor_q_normalise     the actor's Q term is divided by the batch mean |Q| (TD3+BC), so the
                         trust-region weight means the same whatever the reward scale;
+  policy_average        the acting (published, evaluated) policy is a moving average of
+                        the trained actor's weights;
   critic_obs_normalise  the critics see observations normalised with the pre-trained actor's
                         statistics (as the actor does), not raw.
 
@@ -88,6 +90,9 @@ class PorlAgent:
         # The best actor seen so far (the regression guard's judgement): restored when the
         # fine-tuned one falls behind. The starting actor until a better one is seen.
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False).eval()
+        # The policy that acts: the trained actor, or a moving average of its weights.
+        self.averaged_actor = (copy.deepcopy(self.actor).requires_grad_(False).eval()
+                               if cfg.policy_average > 0 else None)
         self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), device=self.device, requires_grad=True)
@@ -123,8 +128,13 @@ class PorlAgent:
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
 
+    @property
+    def policy(self) -> SquashedGaussianActor:
+        """The actor that acts, is published and evaluated (the trained one unless averaged)."""
+        return self.averaged_actor if self.averaged_actor is not None else self.actor
+
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        return self.actor.act(obs, deterministic)
+        return self.policy.act(obs, deterministic)
 
     # ------------------------------------------------------------------ updates
     def sample_target_members(self) -> torch.Tensor:
@@ -210,6 +220,10 @@ class PorlAgent:
             self.actor_opt.step()
         finally:
             self.critic.requires_grad_(True)
+        if self.averaged_actor is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.averaged_actor.parameters()), list(self.actor.parameters()),
+                                     cfg.policy_average)
         alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
@@ -253,8 +267,8 @@ class PorlAgent:
 
     # ------------------------------------------------------------------ best actor
     def remember_best_actor(self) -> None:
-        """The current actor becomes the one restore_best_actor() puts back."""
-        self.best_actor.load_state_dict(self.actor.state_dict())
+        """The acting policy becomes the one restore_best_actor() puts back."""
+        self.best_actor.load_state_dict(self.policy.state_dict())
 
     def restore_best_actor(self, lr_factor: float) -> None:
         """Put the best actor back and back off: a fresh Adam (no momentum toward the regression)
@@ -262,6 +276,8 @@ class PorlAgent:
         if not 0.0 < lr_factor <= 1.0:
             raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor}")
         self.actor.load_state_dict(self.best_actor.state_dict())
+        if self.averaged_actor is not None:
+            self.averaged_actor.load_state_dict(self.best_actor.state_dict())
         lr = self.actor_lr * lr_factor
         self.actor_opt = self._adam(self.actor.parameters(), lr)
         self.actor_restores += 1
@@ -277,7 +293,8 @@ class PorlAgent:
 
     def _modules(self) -> tuple[str, ...]:
         """The networks of the state (the trust region's anchor too: a resumed run keeps its own)."""
-        return ("actor", "critic", "critic_target", "best_actor") + (("reference",) if self.reference is not None else ())
+        optional = tuple(name for name in ("reference", "averaged_actor") if getattr(self, name) is not None)
+        return ("actor", "critic", "critic_target", "best_actor") + optional
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything needed to resume learning exactly, as a flat name -> CPU tensor dict.

@@ -75,6 +75,11 @@ class PorlConfig(Settings):
                                                  "pre-trained action above the actor's own.")
     actor_q_normalise: bool = setting(True, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "
                                              "trust-region weight means the same at any reward scale.")
+    policy_average: float = setting(0.0, "The policy that acts, is published and evaluated is an exponential "
+                                         "moving average of the trained actor's weights, moved this fraction "
+                                         "toward it after each actor update (Polyak averaging of iterates: the "
+                                         "trained actor's step-to-step churn averages out); 0: the trained "
+                                         "actor itself.", within(0.0, 1.0))
     critic_obs_normalise: bool = setting(True, "The critics see observations normalised (and clipped to +-10) "
                                                 "with the pre-trained actor's statistics, as the actor does.")
     # Regression guard (porl_ros/core/guard.py).

@@ -325,7 +325,7 @@ class PorlLearner:
         return self.policy_version
 
     def policy_meta(self, env_id: str = "") -> PolicyMeta:
-        return PolicyMeta.for_actor(self.agent.actor, env_id=env_id, policy_version=self.policy_version)
+        return PolicyMeta.for_actor(self.agent.policy, env_id=env_id, policy_version=self.policy_version)
 
     # ------------------------------------------------------------------ persistence
     def bookkeeping_state(self) -> dict:
@@ -411,7 +411,7 @@ class PorlLearner:
         returns = observed
         if bootstrap is not None:
             obs = torch.as_tensor(bootstrap, device=self.agent.device).unsqueeze(0)
-            tail = float(self._q_estimates([bootstrap], [self.agent.actor.mean_action(obs)[0].cpu().numpy()])[0])
+            tail = float(self._q_estimates([bootstrap], [self.agent.policy.mean_action(obs)[0].cpu().numpy()])[0])
             returns = observed + tail * gamma ** np.arange(len(observed), 0, -1)
         gap = float(np.mean(self._q_estimates(ep.states, ep.actions) - returns))
         record = EpisodeRecord(source=source, episode=ep.episode, env_steps=self.env_steps, length=len(ep.rewards),

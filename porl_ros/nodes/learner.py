@@ -248,7 +248,7 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ outputs
     def _publish_weights(self, new_version: bool = False) -> None:
         """Publish the actor; called with self.lock held (or before any thread runs)."""
-        if new_version or self.learner.agent.actor_updates > 0:
+        if new_version or self.learner.agent.policy_updates > 0:
             self.learner.mark_weights_published()
             # Durable before it leaves: a version once seen is never reused after a crash.
             self.store.log_policy_version(self.learner.policy_version)
@@ -256,7 +256,7 @@ class LearnerNode(Node):
         meta = self.learner.policy_meta(self.env_id)
         msg = PolicyWeights(version=self.learner.policy_version, format="safetensors", run_id=self.p["run_id"])
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.data = to_uint8_field(actor_to_bytes(self.learner.agent.actor, meta))
+        msg.data = to_uint8_field(actor_to_bytes(self.learner.agent.policy, meta))
         self.weights_pub.publish(msg)
         self.last_weights_time = time.monotonic()
 
@@ -325,7 +325,7 @@ class LearnerNode(Node):
         (porl-ros run evaluates each one in its own simulator); self.lock held."""
         every, steps = self.p["snapshot_every_env_steps"], self.learner.env_steps
         if every and steps % every == 0:
-            save_actor(self.run_dir / SNAPSHOT_DIR / snapshot_name(steps), self.learner.agent.actor,
+            save_actor(self.run_dir / SNAPSHOT_DIR / snapshot_name(steps), self.learner.agent.policy,
                        self.learner.policy_meta(self.env_id))
 
     def _checkpoint(self) -> None:
@@ -333,7 +333,7 @@ class LearnerNode(Node):
         started = time.monotonic()
         path = self.store.write_checkpoint(self.learner.agent.state_tensors(), self.learner.replay,
                                            self.learner.bookkeeping_state(), extra={"env_id": self.env_id})
-        save_actor(self.run_dir / "checkpoints" / "actor_latest", self.learner.agent.actor,
+        save_actor(self.run_dir / "checkpoints" / "actor_latest", self.learner.agent.policy,
                    self.learner.policy_meta(self.env_id))
         self.get_logger().info(f"checkpoint {path.name} ({len(self.learner.replay)} transitions) in "
                                f"{time.monotonic() - started:.2f} s")
@@ -349,7 +349,7 @@ class LearnerNode(Node):
             self.done = True
             if self.learner.actor_changed():
                 self._publish_weights()
-            save_actor(self.run_dir / "final_actor", self.learner.agent.actor, self.learner.policy_meta(self.env_id))
+            save_actor(self.run_dir / "final_actor", self.learner.agent.policy, self.learner.policy_meta(self.env_id))
             summary = self.learner.summary()
         (self.run_dir / "learner_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.get_logger().info(f"run complete: {summary['env_steps']} env steps, {summary['gradient_updates']} "

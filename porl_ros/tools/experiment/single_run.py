@@ -88,7 +88,7 @@ def run_single(experiment: Experiment, variant_name: str, task: str, seed: int, 
         action_gen.manual_seed(seed)
 
         def policy(observation: np.ndarray, deterministic: bool) -> np.ndarray:  # the policy server's answer
-            return agent.actor.act(observation, deterministic=deterministic, generator=action_gen)
+            return agent.policy.act(observation, deterministic=deterministic, generator=action_gen)
 
         criterion = experiment.adaptive.criterion() if variant.adaptive else None
         interval: dict[str, list[float]] = {"critic_loss": [], "q_mean": []}
@@ -96,7 +96,7 @@ def run_single(experiment: Experiment, variant_name: str, task: str, seed: int, 
 
         def evaluate_now() -> None:
             nonlocal seen
-            result = evaluate_policy(eval_env, actor_policy(agent.actor, deterministic=True), grid.eval_episodes,
+            result = evaluate_policy(eval_env, actor_policy(agent.policy, deterministic=True), grid.eval_episodes,
                                      grid.eval_seed + seed)
             switch = learner.switch_step if variant.adaptive else config.presample_steps
             recent = learner.episodes[seen:]
