@@ -73,13 +73,12 @@ def test_a_success_that_ends_the_episode_is_worth_its_reward_for_ever(absorbing,
     assert learner.episodes[-1].episode_return == 4.0  # the environment's own return is unchanged
 
 
-def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:
-    """Train the actor for 200 updates against a critic that prefers action +1 everywhere;
-    returns the mean |change| of its mean action from the starting (pre-trained) one."""
+def agent_whose_critic_prefers_plus_one(**remedies) -> PorlAgent:
+    """A pre-trained actor and a critic Q(s, a) = 160 (a + 1), rising in a everywhere."""
     torch.manual_seed(0)
     actor = SquashedGaussianActor(2, 1, (16,), [-1.0], [1.0])
-    agent = PorlAgent(2, 1, [-1.0], [1.0], config(actor_lr=3e-3, **remedies), actor=actor)
-    with torch.no_grad():  # one hidden layer without LayerNorm: Q(s, a) = 160 (a + 1), rising in a
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(actor_lr=3e-3, critic_layer_norm=False, **remedies), actor=actor)
+    with torch.no_grad():  # one hidden layer without LayerNorm
         for critic in (agent.critic, agent.critic_target):
             (linear,) = critic.linears
             linear.weight.zero_()
@@ -87,6 +86,13 @@ def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:
             linear.weight[:, 2, :] = 1.0  # inputs are [s0, s1, a]
             critic.head.weight.fill_(10.0)
             critic.head.bias.zero_()
+    return agent
+
+
+def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:
+    """Train the actor for 200 updates against a critic that prefers action +1 everywhere;
+    returns the mean |change| of its mean action from the starting (pre-trained) one."""
+    agent = agent_whose_critic_prefers_plus_one(**remedies)
     obs = torch.randn(64, 2)
     start = agent.actor.mean_action(obs).detach()
     for _ in range(200):
@@ -95,8 +101,8 @@ def trained_actor_distance(**remedies) -> tuple[float, PorlAgent]:
 
 
 def test_trust_region_holds_the_actor_near_the_pretrained_policy():
-    free, _ = trained_actor_distance(critic_layer_norm=False)
-    held, agent = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0, actor_q_normalise=True)
+    free, _ = trained_actor_distance()
+    held, agent = trained_actor_distance(trust_region_weight=100.0, actor_q_normalise=True)
     assert free > 0.3 and held < 0.1 * free
     assert agent.reference is not None and not any(p.requires_grad for p in agent.reference.parameters())
 
@@ -104,9 +110,9 @@ def test_trust_region_holds_the_actor_near_the_pretrained_policy():
 def test_q_filter_lets_the_actor_leave_where_the_critic_prefers_its_action():
     # The critic prefers +1: wherever the actor moved up, the pre-trained action rates lower,
     # so the filtered trust region does not pull it back.
-    filtered, _ = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0,
+    filtered, _ = trained_actor_distance(trust_region_weight=100.0,
                                          actor_q_normalise=True, trust_region_q_filter=True)
-    held, _ = trained_actor_distance(critic_layer_norm=False, trust_region_weight=100.0, actor_q_normalise=True)
+    held, _ = trained_actor_distance(trust_region_weight=100.0, actor_q_normalise=True)
     assert filtered > 3 * held
 
 
@@ -145,7 +151,7 @@ def test_critic_sees_observations_normalised_with_the_pretrained_actors_statisti
 
 def test_the_acting_policy_is_a_moving_average_of_the_trained_actor():
     rate = 0.1
-    _, plain = trained_actor_distance(critic_layer_norm=False)
+    _, plain = trained_actor_distance()
     assert plain.averaged_actor is None and plain.policy is plain.actor
     torch.manual_seed(0)
     actor = SquashedGaussianActor(2, 1, (16,), [-1.0], [1.0])
@@ -171,3 +177,20 @@ def test_the_acting_policy_is_a_moving_average_of_the_trained_actor():
     agent.restore_best_actor(0.5)
     for b, averaged, trained in zip(best, agent.averaged_actor.parameters(), agent.actor.parameters()):
         assert torch.equal(averaged, b) and torch.equal(trained, b)
+
+
+def test_advantage_regression_pulls_toward_replay_actions_the_critic_rates_above_the_actor():
+    agent = agent_whose_critic_prefers_plus_one(advantage_regression_weight=1.0, advantage_temperature=0.05)
+    obs = torch.randn(64, 2)
+    scale = torch.tensor(160.0)
+    better = agent._advantage_regression(obs, torch.full((64, 1), 0.8), scale).detach()
+    worse = agent._advantage_regression(obs, torch.full((64, 1), -0.8), scale).detach()
+    assert worse.item() < 0.05 * better.item()  # about as far away, but rated below the actor's own action
+    # Wired into the update: the batch's actions are the regression's targets.
+    stats = agent.update(Batch(obs=obs, action=torch.full((64, 1), 0.8), reward=torch.zeros(64), next_obs=obs,
+                               terminated=torch.zeros(64), mc_return=torch.full((64,), float("-inf"))))
+    assert stats["advantage_regression"] > 0
+    off = agent_whose_critic_prefers_plus_one()
+    stats = off.update(Batch(obs=obs, action=torch.full((64, 1), 0.8), reward=torch.zeros(64), next_obs=obs,
+                             terminated=torch.zeros(64), mc_return=torch.full((64,), float("-inf"))))
+    assert stats["advantage_regression"] == 0
