@@ -194,3 +194,22 @@ def test_advantage_regression_pulls_toward_replay_actions_the_critic_rates_above
     stats = off.update(Batch(obs=obs, action=torch.full((64, 1), 0.8), reward=torch.zeros(64), next_obs=obs,
                              terminated=torch.zeros(64), mc_return=torch.full((64,), float("-inf"))))
     assert stats["advantage_regression"] == 0
+
+
+@pytest.mark.parametrize("pessimism", [0.0, 1.0])
+def test_a_pessimistic_actor_does_not_chase_values_the_critics_disagree_on(pessimism):
+    # Member 0: Q = 160 (a + 1); member 1: Q = 0. The mean rises in a, mean - 1 std falls.
+    agent = agent_whose_critic_prefers_plus_one(actor_q_pessimism=pessimism, n_critics=2, n_target_critics=1)
+    with torch.no_grad():
+        agent.critic.head.weight[1].zero_()
+    obs = torch.randn(64, 2)
+    start = agent.actor.mean_action(obs).detach()
+    for _ in range(100):
+        agent._update_actor_and_alpha(obs)
+    moved = float((agent.actor.mean_action(obs).detach() - start).mean())
+    assert (moved > 0.2) if pessimism == 0 else (moved < -0.2)
+
+
+def test_pessimism_needs_an_ensemble():
+    with pytest.raises(ValueError, match="actor_q_pessimism"):
+        config(actor_q_pessimism=1.0, n_critics=1, n_target_critics=1)

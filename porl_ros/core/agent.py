@@ -10,6 +10,7 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
                         the episode is worth its reward for ever after, not nothing;
   mc_lower_bound        the TD target is floored by the discounted return the episode
                         actually collected from the transition on (Cal-QL-style anchoring);
+  actor_q_pessimism     the actor maximises mean Q - k std over the ensemble;
   trust_region_weight   the actor loss adds w * ||mean action - pre-trained mean action||^2
                         (normalised actions) toward a frozen copy of the starting actor;
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
@@ -222,7 +223,10 @@ class PorlAgent:
         self.critic.requires_grad_(False)  # no wasted critic gradients
         try:
             action, log_prob = self.actor(obs, self.torch_gen)
-            q = self.critic(obs, action).mean(dim=0)
+            q_members = self.critic(obs, action)
+            q = q_members.mean(dim=0)
+            if cfg.actor_q_pessimism > 0:
+                q = q - cfg.actor_q_pessimism * q_members.std(dim=0)
             q_term = q.mean()
             if cfg.actor_q_normalise:
                 q_term = q_term / q.detach().abs().mean().clamp_min(1e-6)

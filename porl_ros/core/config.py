@@ -75,6 +75,10 @@ class PorlConfig(Settings):
                                                  "pre-trained action above the actor's own.")
     actor_q_normalise: bool = setting(True, "Divide the actor's Q term by the batch mean |Q| (TD3+BC), so the "
                                              "trust-region weight means the same at any reward scale.")
+    actor_q_pessimism: float = setting(0.0, "The actor maximises the ensemble's mean Q minus this many ensemble "
+                                            "standard deviations (a lower confidence bound): where the critics "
+                                            "disagree, an action's value is an extrapolation the actor should not "
+                                            "chase; 0: the mean (SAC/REDQ).", NON_NEGATIVE)
     advantage_regression_weight: float = setting(
         0.0, "Weight of a regression of the actor's mean action toward the replay's actions, each weighted "
              "by exp(advantage / advantage_temperature) (AWAC/CRR-style; advantage = Q(s, a_replay) - "
@@ -122,6 +126,9 @@ class PorlConfig(Settings):
         if self.n_target_critics > self.n_critics:
             raise SettingError("n_target_critics", f"n_target_critics must be in 1..n_critics={self.n_critics}, "
                                                    f"got {self.n_target_critics}")
+        if self.actor_q_pessimism > 0 and self.n_critics < 2:
+            raise SettingError("actor_q_pessimism", "actor_q_pessimism needs an ensemble (n_critics >= 2) to "
+                                                    f"measure disagreement, got n_critics={self.n_critics}")
         if not self.actor_log_std_min < self.actor_log_std_max:
             raise SettingError("actor_log_std_min", f"actor_log_std_min must be < actor_log_std_max, got "
                                                     f"{self.actor_log_std_min} and {self.actor_log_std_max}")
