@@ -179,23 +179,6 @@ def test_the_acting_policy_is_a_moving_average_of_the_trained_actor():
         assert torch.equal(averaged, b) and torch.equal(trained, b)
 
 
-def test_advantage_regression_pulls_toward_replay_actions_the_critic_rates_above_the_actor():
-    agent = agent_whose_critic_prefers_plus_one(advantage_regression_weight=1.0, advantage_temperature=0.05)
-    obs = torch.randn(64, 2)
-    scale = torch.tensor(160.0)
-    better = agent._advantage_regression(obs, torch.full((64, 1), 0.8), scale).detach()
-    worse = agent._advantage_regression(obs, torch.full((64, 1), -0.8), scale).detach()
-    assert worse.item() < 0.05 * better.item()  # about as far away, but rated below the actor's own action
-    # Wired into the update: the batch's actions are the regression's targets.
-    stats = agent.update(Batch(obs=obs, action=torch.full((64, 1), 0.8), reward=torch.zeros(64), next_obs=obs,
-                               terminated=torch.zeros(64), mc_return=torch.full((64,), float("-inf"))))
-    assert stats["advantage_regression"] > 0
-    off = agent_whose_critic_prefers_plus_one()
-    stats = off.update(Batch(obs=obs, action=torch.full((64, 1), 0.8), reward=torch.zeros(64), next_obs=obs,
-                             terminated=torch.zeros(64), mc_return=torch.full((64,), float("-inf"))))
-    assert stats["advantage_regression"] == 0
-
-
 @pytest.mark.parametrize("pessimism", [0.0, 1.0])
 def test_a_pessimistic_actor_does_not_chase_values_the_critics_disagree_on(pessimism):
     # Member 0: Q = 160 (a + 1); member 1: Q = 0. The mean rises in a, mean - 1 std falls.

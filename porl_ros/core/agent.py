@@ -16,8 +16,6 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
   actor_q_normalise     the actor's Q term is divided by the batch mean |Q| (TD3+BC), so the
                         trust-region weight means the same whatever the reward scale;
-  advantage_regression_weight  the actor's mean is also regressed toward replay actions the
-                        critic rates above it, weighted by exp(advantage / temperature);
   policy_average        the acting (published, evaluated) policy is a moving average of
                         the trained actor's weights;
   critic_obs_normalise  the critics see observations normalised with the pre-trained actor's
@@ -55,8 +53,7 @@ class PorlAgent:
     """Critic ensemble + target ensemble + actor + entropy temperature."""
 
     CRITIC_STATS = ("critic_loss", "q_mean", "q_std")
-    ACTOR_STATS = ("actor_loss", "alpha_loss", "alpha", "entropy", "trust_region", "advantage_regression")
-    ADVANTAGE_WEIGHT_CAP = 20.0
+    ACTOR_STATS = ("actor_loss", "alpha_loss", "alpha", "entropy", "trust_region")
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float] | np.ndarray,
                  action_high: Sequence[float] | np.ndarray, config: Optional[PorlConfig] = None,
@@ -185,7 +182,7 @@ class PorlAgent:
         self.critic_updates += 1
         names = list(self.CRITIC_STATS)
         if self.actor_due(self.critic_updates):
-            stats += self._update_actor_and_alpha(batch.obs, batch.action)
+            stats += self._update_actor_and_alpha(batch.obs)
             names += self.ACTOR_STATS
         return dict(zip(names, torch.stack(stats).tolist()))  # one device sync per update
 
@@ -202,22 +199,8 @@ class PorlAgent:
                 distance = distance * (q[len(obs):] > q[:len(obs)])
         return distance.mean()
 
-    def _advantage_regression(self, obs: torch.Tensor, replay_action: torch.Tensor,
-                              q_scale: torch.Tensor) -> torch.Tensor:
-        """Mean squared distance (normalised actions) of the actor's mean action from the replay's
-        actions, each weighted by exp(advantage / temperature), capped (AWAC/CRR-style)."""
-        mean = self.actor.mean_action(obs)
-        with torch.no_grad():
-            q = self.critic(torch.cat([obs, obs]), torch.cat([replay_action, mean.detach()])).mean(dim=0)
-            advantage = (q[:len(obs)] - q[len(obs):]) / q_scale
-            weight = torch.exp(advantage / self.config.advantage_temperature).clamp(max=self.ADVANTAGE_WEIGHT_CAP)
-        distance = ((mean - replay_action) / self.actor.action_scale).pow(2).sum(dim=-1)
-        return (weight * distance).mean()
-
-    def actor_and_alpha_step(self, obs: torch.Tensor, replay_action: Optional[torch.Tensor] = None
-                             ) -> list[torch.Tensor]:
-        """Maximise mean-ensemble Q + entropy (- the trust region, - the advantage-weighted
-        regression toward `replay_action`, the batch's actions); then tune alpha toward the
+    def actor_and_alpha_step(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Maximise mean-ensemble Q + entropy (- the trust region); then tune alpha toward the
         target entropy. Tensor work only (no host sync, no counters); returns ACTOR_STATS."""
         cfg = self.config
         self.critic.requires_grad_(False)  # no wasted critic gradients
@@ -236,11 +219,6 @@ class PorlAgent:
             if self.reference is not None:
                 trust_region = self._trust_region(obs)
                 actor_loss = actor_loss + cfg.trust_region_weight * trust_region
-            advantage_regression = torch.zeros((), device=self.device)
-            if cfg.advantage_regression_weight > 0 and replay_action is not None:
-                advantage_regression = self._advantage_regression(obs, replay_action,
-                                                                  q.detach().abs().mean().clamp_min(1e-6))
-                actor_loss = actor_loss + cfg.advantage_regression_weight * advantage_regression
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_opt.step()
@@ -255,12 +233,11 @@ class PorlAgent:
         alpha_loss.backward()
         self.alpha_opt.step()
         return [actor_loss.detach(), alpha_loss.detach(), self.log_alpha.detach().exp(),
-                -log_prob.detach().mean(), trust_region.detach(), advantage_regression.detach()]
+                -log_prob.detach().mean(), trust_region.detach()]
 
-    def _update_actor_and_alpha(self, obs: torch.Tensor, replay_action: Optional[torch.Tensor] = None
-                                ) -> list[torch.Tensor]:
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """actor_and_alpha_step, counted."""
-        stats = self.actor_and_alpha_step(obs, replay_action)
+        stats = self.actor_and_alpha_step(obs)
         self.actor_updates += 1
         return stats
 

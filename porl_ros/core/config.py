@@ -79,14 +79,6 @@ class PorlConfig(Settings):
                                             "standard deviations (a lower confidence bound): where the critics "
                                             "disagree, an action's value is an extrapolation the actor should not "
                                             "chase; 0: the mean (SAC/REDQ).", NON_NEGATIVE)
-    advantage_regression_weight: float = setting(
-        0.0, "Weight of a regression of the actor's mean action toward the replay's actions, each weighted "
-             "by exp(advantage / advantage_temperature) (AWAC/CRR-style; advantage = Q(s, a_replay) - "
-             "Q(s, mean action), over the batch mean |Q|): actions the critic rates above the actor's own "
-             "pull it there directly, however far, where the Q gradient only sees its neighbourhood; 0: none.",
-        NON_NEGATIVE)
-    advantage_temperature: float = setting(0.05, "Temperature of those weights (in units of the batch mean |Q|); "
-                                                 "weights are capped at 20.", POSITIVE)
     policy_average: float = setting(0.0, "The policy that acts, is published and evaluated is an exponential "
                                          "moving average of the trained actor's weights, moved this fraction "
                                          "toward it after each actor update (Polyak averaging of iterates: the "

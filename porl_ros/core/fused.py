@@ -139,7 +139,7 @@ class FusedUpdater:
                 batch = self.mirror.gather(indices[k])
                 critic_sum = critic_sum + torch.stack(agent.critic_step(batch)).float()
                 if actor_due:
-                    actor_sum = actor_sum + torch.stack(agent.actor_and_alpha_step(batch.obs, batch.action)).float()
+                    actor_sum = actor_sum + torch.stack(agent.actor_and_alpha_step(batch.obs)).float()
             self._sums.copy_(torch.cat([critic_sum, actor_sum]))
 
     def _run_captured(self, plan: tuple[bool, ...]) -> None:
