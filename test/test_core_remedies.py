@@ -44,6 +44,16 @@ def test_mc_lower_bound_floors_the_td_target_where_the_return_is_known(on):
     torch.testing.assert_close(y, torch.tensor(expected), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("mix", [0.0, 0.25])
+def test_mc_target_mix_blends_the_observed_return_into_the_target_where_known(mix):
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(mc_lower_bound=False, mc_target_mix=mix, gamma=0.5,
+                                                  init_alpha=1e-9))
+    constant_critic(agent, 2.0)  # TD target = 0 + 0.5 * 2 = 1
+    y, _ = agent.compute_target(batch([5.0, 0.0, float("-inf")]))
+    expected = [1 + mix * (5 - 1), 1 + mix * (0 - 1), 1.0]  # -inf: not known yet, the TD target alone
+    torch.testing.assert_close(y, torch.tensor(expected), rtol=0, atol=1e-5)
+
+
 def test_learner_stores_the_observed_discounted_return_when_an_episode_ends():
     actor = SquashedGaussianActor(2, 1, (8,), [-1.0], [1.0])
     learner = build_learner(actor, config(gamma=0.5, reward_scale=2.0, presample_steps=10), replay_capacity=10)

@@ -11,6 +11,7 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
   mc_lower_bound        the TD target is floored by the discounted return the episode
                         actually collected from the transition on (Cal-QL-style anchoring);
   actor_q_pessimism     the actor maximises mean Q - k std over the ensemble;
+  mc_target_mix         the TD target is blended with that observed return;
   trust_region_weight   the actor loss adds w * ||mean action - pre-trained mean action||^2
                         (normalised actions) toward a frozen copy of the starting actor;
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
@@ -154,6 +155,11 @@ class PorlAgent:
         if self.config.mc_lower_bound and batch.mc_return is not None:
             # What the episode actually collected is a floor under the value (-inf: not known yet).
             y = torch.maximum(y, batch.mc_return)
+        mix = self.config.mc_target_mix
+        if mix > 0 and batch.mc_return is not None:
+            # Part of the target is what actually happened after this action: unlike the bootstrap,
+            # it does not depend on how well the critic already ranks the next state's actions.
+            y = torch.where(torch.isfinite(batch.mc_return), (1.0 - mix) * y + mix * batch.mc_return, y)
         return y, members
 
     def actor_due(self, critic_updates: int) -> bool:

@@ -67,6 +67,11 @@ class PorlConfig(Settings):
     mc_lower_bound: bool = setting(True, "Floor the TD target at the discounted return the episode actually "
                                           "collected from the transition on (Cal-QL-style anchoring of a fresh "
                                           "critic; a true lower bound when rewards are >= 0).")
+    mc_target_mix: float = setting(0.0, "Blend the TD target with the discounted return the episode actually "
+                                        "collected from the transition on, where it is known: y = (1 - mix) "
+                                        "y_TD + mix R_MC (a lambda-return-like target that needs no critic to "
+                                        "rank actions; on-policy for the behaviour that collected it); 0: none.",
+                                   within(0.0, 1.0))
     trust_region_weight: float = setting(0.4, "Weight of the squared distance (normalised actions) between the "
                                               "actor's mean action and the frozen pre-trained one in the actor "
                                               "loss; 0: none (the paper's SAC). Ignored for SAC from scratch (no "
