@@ -164,7 +164,8 @@ class ActionChooser:
     def current_epsilon(self, phase: str) -> float:
         return self.epsilon.value(phase, self.steps_in_phase[phase])
 
-    def explore(self, phase: str, policy_action: np.ndarray, episode: Optional[int] = None) -> tuple[np.ndarray, bool]:
+    def explore(self, phase: str, policy_action: np.ndarray,
+                episode: Optional[int] = None) -> tuple[np.ndarray, bool]:
         """(executed action, exploratory?) for the policy's action in this stage (in `episode`:
         a held exploratory action does not carry over into the next one)."""
         if episode != self.episode:
