@@ -248,7 +248,7 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ outputs
     def _publish_weights(self, new_version: bool = False) -> None:
         """Publish the actor; called with self.lock held (or before any thread runs)."""
-        if new_version or self.learner.agent.policy_updates > 0:
+        if new_version or self.learner.agent.actor_updates > 0:
             self.learner.mark_weights_published()
             # Durable before it leaves: a version once seen is never reused after a crash.
             self.store.log_policy_version(self.learner.policy_version)
