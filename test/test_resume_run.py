@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_with_its_counters_and_new_episodes(tmp_path, ch
     (so no episode seed) is used twice."""
     import signal
 
-    total = 400
+    total = 1000  # long enough that the Ctrl-C always lands mid-run, also on a fast idle machine
     run_dir = tmp_path / "run"
     cmd = run_command(checkpoint, run_dir, "--episode-steps", str(EPISODE), "--steps", str(total),
                       "--presample-steps", str(PRESAMPLE), params=PARAMS)
