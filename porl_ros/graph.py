@@ -69,6 +69,14 @@ class NodeSpec:
     defaults: dict = field(default_factory=dict)
 
 
+# A simulator has nothing to protect from an action computed on a state unlike the policy's
+# training data (a pushed puck that tipped over is 100+ training deviations off in its
+# orientation, which BC demonstrations never vary), and the transitions from there are data the
+# critic needs; a refused state would only end the episode. So with the sim bridge the policy
+# server refuses only overflowing states; a real arm keeps the default bound.
+SIM_POLICY_SERVER = {"max_normalised_state": 1e9}
+
+
 def node_spec(name: str, namespace: str = "", parameters: dict | None = None, defaults: dict | None = None) -> NodeSpec:
     module, node_class = NODE_CLASSES[name]
     return NodeSpec(name, name, module, node_class, namespace, dict(parameters or {}), dict(defaults or {}))
@@ -97,7 +105,7 @@ def finetune_graph(num_bridges: int = 1, bridge: str = "sim", record: bool | Non
         namespace = f"bridge_{index}" if num_bridges > 1 else ""
         # With a recorder, the first transition must reach the learner too, not only the recorder.
         bridge_defaults = {"min_transition_subscribers": 2} if recorder else {}
-        nodes += [node_spec(POLICY_SERVER, namespace),
+        nodes += [node_spec(POLICY_SERVER, namespace, defaults=SIM_POLICY_SERVER if bridge == "sim" else None),
                   node_spec(CONTROLLER, namespace, {"bridge_id": index}),
                   node_spec(BRIDGES[bridge], namespace, {"bridge_id": index}, bridge_defaults)]
     if recorder:

@@ -133,3 +133,10 @@ def test_launch_file_latches_the_arm_e_stop_in_the_run_dir(monkeypatch, tmp_path
         tmp_path / "run" / "arm_bridge" / "arm_bridge.emergency_stop")
     default = [n for n in _launch(monkeypatch, checkpoint="/ckpt", bridge="arm") if n.kwargs["name"] == "arm_bridge"]
     assert default[0].kwargs["parameters"][-1]["emergency_stop_file"].startswith(graph.DEFAULT_RUN_DIR + "/")
+
+
+def test_only_a_real_arm_has_its_policy_server_refuse_states_unlike_its_training_data():
+    sim = {spec.name: spec for spec in graph.finetune_graph(1)}[graph.POLICY_SERVER]
+    arm = {spec.name: spec for spec in graph.finetune_graph(1, bridge="arm")}[graph.POLICY_SERVER]
+    assert sim.defaults["max_normalised_state"] >= 1e6
+    assert "max_normalised_state" not in arm.defaults  # the settings' default bound (100 deviations)

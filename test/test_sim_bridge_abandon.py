@@ -30,7 +30,8 @@ def test_a_refused_state_ends_the_simulated_episode_instead_of_hanging_the_run(t
     cmd = run_command(str(tmp_path / "actor"), run_dir, "--episode-steps", str(EPISODE), "--steps", str(STEPS),
                       "--presample-steps", str(PRESAMPLE), "--no-record",
                       params=SMALL_LEARNER + ["sim_bridge:action_timeout_s:=0.2",
-                                              "sim_bridge:abandon_after_resends:=1"])
+                                              "sim_bridge:abandon_after_resends:=1",
+                                              "policy_server:max_normalised_state:=100.0"])  # a real arm's bound
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     bridge_log = (run_dir / "logs" / "sim_bridge.log").read_text()
