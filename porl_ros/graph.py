@@ -72,8 +72,9 @@ class NodeSpec:
 # A simulator has nothing to protect from an action computed on a state unlike the policy's
 # training data (a pushed puck that tipped over is 100+ training deviations off in its
 # orientation, which BC demonstrations never vary), and the transitions from there are data the
-# critic needs; a refused state would only end the episode. So with the sim bridge the policy
-# server refuses only overflowing states; a real arm keeps the default bound.
+# critic needs; a refused state leaves the lockstep bridge re-sending its observation for ever.
+# So with the sim bridge the policy server refuses only overflowing states; a real arm keeps the
+# default bound (its bridge stops the arm and waits for the operator).
 SIM_POLICY_SERVER = {"max_normalised_state": 1e9}
 
 

@@ -124,13 +124,6 @@ class EnvStepper:
             self.state = next_state
         return record
 
-    def abandon_episode(self) -> EpisodeSummary:
-        """End the episode in progress without a last transition (no action could be had for its
-        state) and reset to the next one, seeded as any other."""
-        summary = self.book.end_episode()
-        self.state = self.env.reset(seed=self.seed + self.book.episode)
-        return summary
-
     def close(self) -> None:
         self.env.close()
 

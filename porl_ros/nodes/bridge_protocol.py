@@ -187,12 +187,8 @@ class BridgeNode(Node):
                                       f"{self.p['ack_timeout_s']} s (is the learner running?); re-sending")
             self._publish_transition(self.last_transition)
         elif self._awaiting_action() and waited > self.p["action_timeout_s"]:
-            self._observation_unanswered()
-
-    def _observation_unanswered(self) -> None:
-        """The observation waited action_timeout_s for an action: send it again."""
-        self.counters["observation_resends"] += 1
-        self.get_logger().warning(f"no action for episode {self.book.episode} step {self.book.step} in "
-                                  f"{self.p['action_timeout_s']} s (controller / policy server up?); "
-                                  f"re-sending the observation")
-        self._publish_observation()
+            self.counters["observation_resends"] += 1
+            self.get_logger().warning(f"no action for episode {self.book.episode} step {self.book.step} in "
+                                      f"{self.p['action_timeout_s']} s (controller / policy server up?); "
+                                      f"re-sending the observation")
+            self._publish_observation()

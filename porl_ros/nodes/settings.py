@@ -155,11 +155,6 @@ class SimBridgeSettings(BridgeSettings):
     checkpoint: str = setting("", "Actor checkpoint: its observation/action sizes are checked against the "
                                   "environment at start (empty: no check).")
     frame_id: str = setting("world", "frame_id of published headers, markers and joint states.")
-    abandon_after_resends: int = setting(2, "An observation still unanswered after this many re-sends (the "
-                                            "policy server refuses its state, e.g. far outside what the policy "
-                                            "was trained on) ends the episode without a last transition and the "
-                                            "simulator resets, instead of waiting for ever; 0: wait for ever.",
-                                         NON_NEGATIVE)
     viz_rate_hz: float = setting(10.0, "Rate of rviz markers and joint states (0: none); a timer, not every "
                                        "step, so a fast simulator pays little for them.", NON_NEGATIVE)
     viz_arrow_scale: float = setting(0.1, "Length in metres of the action arrow per unit of action.", POSITIVE)

@@ -55,8 +55,7 @@ class SimBridge(BridgeNode):
         self._setup_graph(self.stepper.book)
         self.pending_action: np.ndarray | None = None
         self.counters = {"rejected_actions": 0, "stale_actions": 0, "observation_resends": 0,
-                         "transition_resends": 0, "episodes": 0, "successes": 0, "abandoned_episodes": 0}
-        self.unanswered_resends = 0  # re-sends of the observation now waiting for an action
+                         "transition_resends": 0, "episodes": 0, "successes": 0}
         self._setup_monitoring()
         self.get_logger().info(f"{p['env_id']}: obs {self.spec.obs_dim}, act {self.spec.act_dim}, "
                                f"{p['timing_mode']}, episodes of {p['max_episode_steps']} steps")
@@ -155,7 +154,6 @@ class SimBridge(BridgeNode):
         return self.stepper.state
 
     def _execute(self, action: np.ndarray, action_msg: Action) -> None:
-        self.unanswered_resends = 0
         succeeded_before = self.book.episode_success
         record = self.stepper.step(action)
         self.step_meter.tick()
@@ -168,22 +166,6 @@ class SimBridge(BridgeNode):
         self._reached_max_env_steps()
         if not self.lockstep and not self.finished:
             self._publish_observation()
-
-    def _observation_unanswered(self) -> None:
-        """Re-send; after abandon_after_resends re-sends, give the episode up and reset (a simulator
-        can always start over; a real arm waits for its operator instead)."""
-        limit = self.p["abandon_after_resends"]
-        if not limit or self.unanswered_resends < limit:
-            self.unanswered_resends += 1
-            super()._observation_unanswered()
-            return
-        self.get_logger().warning(f"no action for episode {self.book.episode} step {self.book.step} after "
-                                  f"{limit} re-sends (the policy server's log says why); abandoning the episode "
-                                  f"and resetting")
-        self.counters["abandoned_episodes"] += 1
-        self.unanswered_resends = 0
-        self._episode_ended(self.stepper.abandon_episode())
-        self._publish_observation()
 
     # ------------------------------------------------------------------ what BridgeNode asks of a bridge
     def _first_step(self) -> None:
