@@ -126,7 +126,10 @@ class ProgressPrinter:
         self.last_print = 0.0
         self.latest_printed_done = False
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, args=[])
+        # The runner owns its signals (Ctrl-C stops the nodes and exits 130): rclpy's own SIGINT
+        # handler would shut this context down instead, and the Ctrl-C could be lost.
+        from rclpy.signals import SignalHandlerOptions
+        rclpy.init(context=self.context, args=[], signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("porl_runner_progress", context=self.context)
         self.node.create_subscription(TrainingStatus, graph.STATUS_TOPIC, self._on_status, STATUS_QOS)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
