@@ -534,7 +534,8 @@ def discovery_range(role: str, environ) -> tuple[str, str]:
 
 def _stop_on_signals() -> None:
     """SIGTERM and SIGHUP stop the run as Ctrl-C does (the graph's processes are stopped with
-    SIGINT and save their state) instead of leaving the nodes running without their runner."""
+    SIGINT and save their state) instead of leaving the nodes running without their runner.
+    SIGINT gets the same handler, so a second Ctrl-C cannot cut the nodes' state saving short."""
     stopping = []
 
     def handler(signum, _frame):
@@ -545,7 +546,7 @@ def _stop_on_signals() -> None:
         raise KeyboardInterrupt(signum)
 
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, handler)
 
 

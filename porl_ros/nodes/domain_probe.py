@@ -17,9 +17,12 @@ def nodes_on_domain(domain_id: int, wait_s: float = 1.5) -> list[str]:
     probe itself excluded). Discovery follows ROS_AUTOMATIC_DISCOVERY_RANGE as the run will."""
     import rclpy
     from rclpy.context import Context
+    from rclpy.signals import SignalHandlerOptions
 
     context = Context()
-    rclpy.init(args=[], context=context, domain_id=domain_id)
+    # No signal handlers: rclpy's would stay installed after this context is gone (only the
+    # default context's shutdown removes them) and take the runner's Ctrl-C from then on.
+    rclpy.init(args=[], context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node(PROBE_NODE, context=context, enable_rosout=False,
                                  start_parameter_services=False)
