@@ -206,3 +206,75 @@ def test_a_pessimistic_actor_does_not_chase_values_the_critics_disagree_on(pessi
 def test_pessimism_needs_an_ensemble():
     with pytest.raises(ValueError, match="actor_q_pessimism"):
         config(actor_q_pessimism=1.0, n_critics=1, n_target_critics=1)
+
+
+def _episode(replay: ReplayBuffer, start: float, rewards, terminated_last: bool, source: int = 0) -> None:
+    """One episode of 1-d states start, start+1, ... with the given rewards."""
+    for i, r in enumerate(rewards):
+        done = terminated_last and i == len(rewards) - 1
+        replay.add([start + i], [0.0], r, [start + i + 1], done, source)
+
+
+def test_n_step_batches_follow_each_row_through_its_own_episode_only(tmp_path):
+    replay = ReplayBuffer(64, 1, 1)
+    _episode(replay, 0.0, [1.0, 2.0, 4.0], terminated_last=True)  # rows 0-2, ends by termination
+    _episode(replay, 100.0, [1.0, 1.0, 1.0, 1.0, 1.0], terminated_last=False)  # rows 3-7, time limit
+    # Rows 8-10 interleave two bridges: row 8 continues in row 10 (its own bridge's next row).
+    replay.add([200.0], [0.0], 1.0, [201.0], False, 1)
+    replay.add([300.0], [0.0], 1.0, [301.0], False, 2)
+    replay.add([201.0], [0.0], 8.0, [202.0], False, 1)
+    replay.add([500.0], [0.0], 1.0, [501.0], False, 1)  # row 11: a new episode of bridge 1
+    gamma = 0.5
+
+    class Fixed:  # "draws" the rows to check, in order
+        def integers(self, low, high, size):
+            return np.array([0, 1, 2, 3, 6, 7, 8, 9, 10])
+
+    b = replay.sample(9, generator=Fixed(), n_step=3, gamma=gamma)
+    expected_reward = [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4, 1 + 0.5 + 0.25, 1 + 0.5, 1, 1 + 0.5 * 8, 1, 8]
+    expected_next = [3.0, 3.0, 3.0, 103.0, 105.0, 105.0, 202.0, 301.0, 202.0]
+    expected_discount = [0.125, 0.25, 0.5, 0.125, 0.25, 0.5, 0.25, 0.5, 0.5]
+    torch.testing.assert_close(b.reward, torch.tensor(expected_reward))
+    torch.testing.assert_close(b.next_obs[:, 0], torch.tensor(expected_next))
+    torch.testing.assert_close(b.discount, torch.tensor(expected_discount))
+    torch.testing.assert_close(b.terminated, torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0, 0]))
+    torch.testing.assert_close(b.obs[:, 0], torch.tensor([0.0, 1, 2, 100, 103, 104, 200, 300, 201]))
+    torch.testing.assert_close(b.action, torch.zeros(9, 1))
+    # The links are rebuilt from the rows when the buffer is loaded from its file.
+    replay.save(tmp_path / "replay.safetensors")
+    again = ReplayBuffer.load(tmp_path / "replay.safetensors").sample(9, generator=Fixed(), n_step=3, gamma=gamma)
+    for name in ("reward", "next_obs", "discount", "terminated"):
+        torch.testing.assert_close(getattr(again, name), getattr(b, name))
+
+
+def test_n_step_chain_stops_where_the_ring_overwrote_its_continuation():
+    replay = ReplayBuffer(4, 1, 1)
+    _episode(replay, 0.0, [1.0] * 6, terminated_last=False)  # slots hold steps 4, 5, 2, 3 (cursor 2)
+
+    class Fixed:
+        def integers(self, low, high, size):
+            return np.array([2, 1])  # step 2 (chains 2 -> 3 -> 4 across the wrap) and step 5 (newest)
+
+    b = replay.sample(2, generator=Fixed(), n_step=3, gamma=0.5)
+    torch.testing.assert_close(b.next_obs[:, 0], torch.tensor([5.0, 6.0]))
+    torch.testing.assert_close(b.discount, torch.tensor([0.125, 0.5]))
+    replay.add([50.0], [0.0], 1.0, [51.0], False)  # overwrites step 2: step 3 -> 4 -> 5 still chain
+    b = replay.sample(2, generator=Fixed(), n_step=3, gamma=0.5)  # slot 2 is now the new row
+    torch.testing.assert_close(b.discount, torch.tensor([0.5, 0.5]))
+
+
+def test_n_step_target_uses_the_batch_discount_and_one_step_is_unchanged():
+    agent = PorlAgent(2, 1, [-1.0], [1.0], config(mc_lower_bound=False, gamma=0.5, init_alpha=1e-9))
+    constant_critic(agent, 2.0)
+    b = batch([float("-inf")] * 2)._replace(reward=torch.tensor([1.0, 1.0]), discount=torch.tensor([0.125, 0.5]))
+    y, _ = agent.compute_target(b)
+    torch.testing.assert_close(y, torch.tensor([1 + 0.125 * 2, 1 + 0.5 * 2]), rtol=0, atol=1e-5)
+    y1, _ = agent.compute_target(b._replace(discount=None))
+    torch.testing.assert_close(y1, torch.tensor([2.0, 2.0]), rtol=0, atol=1e-5)
+
+
+def test_n_step_refuses_the_fused_block():
+    from porl_ros.core.settings import SettingError
+    with pytest.raises(SettingError, match="n_step"):
+        config(n_step=3, fused_update="eager").check()
+    assert PorlAgent(2, 1, [-1.0], [1.0], config(n_step=3)).update_mode == "off"

@@ -12,6 +12,7 @@ Fine-tuning remedies, each a PorlConfig option (docs/results.md has the ablation
                         actually collected from the transition on (Cal-QL-style anchoring);
   actor_q_pessimism     the actor maximises mean Q - k std over the ensemble;
   mc_target_mix         the TD target is blended with that observed return;
+  n_step                the TD target sums n observed rewards before it bootstraps;
   trust_region_weight   the actor loss adds w * ||mean action - pre-trained mean action||^2
                         (normalised actions) toward a frozen copy of the starting actor;
   trust_region_q_filter ... only where the critic rates the pre-trained action higher;
@@ -62,7 +63,10 @@ class PorlAgent:
         self.config = cfg = config if config is not None else PorlConfig()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = resolve_device(cfg.device)
-        self.update_mode = resolve_update_mode(cfg.fused_update, self.device)
+        # n-step targets are built on the host from the ring (replay.py): the fused block's
+        # device-side sampling does not chain rows, so 'auto' stays on the reference path.
+        self.update_mode = "off" if cfg.n_step > 1 and cfg.fused_update == "auto" else \
+            resolve_update_mode(cfg.fused_update, self.device)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
         # Build networks under a private RNG so the caller's global torch RNG is untouched.
@@ -146,12 +150,14 @@ class PorlAgent:
 
     @torch.no_grad()
     def compute_target(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """TD target y = r + gamma (1 - d) (min_{m in subset} Q'_m(s', a') - alpha log pi(a'|s'))."""
+        """TD target y = r + gamma (1 - d) (min_{m in subset} Q'_m(s', a') - alpha log pi(a'|s'));
+        for an n-step batch r is the discounted reward sum and gamma ** steps the discount."""
         next_action, next_log_prob = self.actor(batch.next_obs, self.torch_gen)
         members = self.sample_target_members()
         next_q = self.critic_target(batch.next_obs, next_action, members).min(dim=0).values
         soft_q = next_q - self.log_alpha.exp() * next_log_prob
-        y = batch.reward + self.config.gamma * (1.0 - batch.terminated) * soft_q
+        discount = self.config.gamma if batch.discount is None else batch.discount
+        y = batch.reward + discount * (1.0 - batch.terminated) * soft_q
         if self.config.mc_lower_bound and batch.mc_return is not None:
             # What the episode actually collected is a floor under the value (-inf: not known yet).
             y = torch.maximum(y, batch.mc_return)
@@ -161,6 +167,11 @@ class PorlAgent:
             # it does not depend on how well the critic already ranks the next state's actions.
             y = torch.where(torch.isfinite(batch.mc_return), (1.0 - mix) * y + mix * batch.mc_return, y)
         return y, members
+
+    def sample_batch(self, replay: ReplayBuffer) -> Batch:
+        """One training minibatch from `replay` (n-step when config.n_step > 1)."""
+        cfg = self.config
+        return replay.sample(cfg.batch_size, self.device, self.np_rng, n_step=cfg.n_step, gamma=cfg.gamma)
 
     def actor_due(self, critic_updates: int) -> bool:
         """Whether the critic update that brings the count to `critic_updates` is followed by an
@@ -267,7 +278,7 @@ class PorlAgent:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for _ in range(updates):
-            batch = replay.sample(cfg.batch_size, self.device, self.np_rng)
+            batch = self.sample_batch(replay)
             for k, v in self.update(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1

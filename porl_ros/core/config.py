@@ -67,6 +67,10 @@ class PorlConfig(Settings):
     mc_lower_bound: bool = setting(True, "Floor the TD target at the discounted return the episode actually "
                                           "collected from the transition on (Cal-QL-style anchoring of a fresh "
                                           "critic; a true lower bound when rewards are >= 0).")
+    n_step: int = setting(1, "TD targets over this many steps of the transition's own episode: the "
+                             "discounted rewards actually collected, then the bootstrap (uncorrected, as "
+                             "in D4PG / DrQ-v2); a chain ends early where the episode ends or its next "
+                             "row is missing. 1: the one-step target.", within(1, 50))
     mc_target_mix: float = setting(0.0, "Blend the TD target with the discounted return the episode actually "
                                         "collected from the transition on, where it is known: y = (1 - mix) "
                                         "y_TD + mix R_MC (a lambda-return-like target that needs no critic to "
@@ -132,6 +136,9 @@ class PorlConfig(Settings):
         if self.fused_update == "graph" and self.device == "cpu":
             raise SettingError("fused_update", "fused_update 'graph' (CUDA graph capture) needs a CUDA device, "
                                                "but device is 'cpu'; use 'eager' or 'off'")
+        if self.n_step > 1 and self.fused_update in ("eager", "graph"):
+            raise SettingError("n_step", f"n_step {self.n_step} runs on the one-update-at-a-time path only: "
+                                         f"set fused_update to 'off' (or n_step to 1), got '{self.fused_update}'")
         init = self.actor_log_std_init
         if init is not None and not self.actor_log_std_min < init < self.actor_log_std_max:
             raise SettingError("actor_log_std_init", f"actor_log_std_init must be inside (actor_log_std_min, "

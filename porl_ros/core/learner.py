@@ -302,7 +302,7 @@ class PorlLearner:
         """A single update within the budget (free-running learners call this as fast as they can)."""
         if len(self.replay) < max(self.config.effective_learning_starts, 1) or not self.update_due():
             return {}
-        batch = self.replay.sample(self.config.batch_size, self.agent.device, self.agent.np_rng)
+        batch = self.agent.sample_batch(self.replay)
         metrics = self.agent.update(batch)
         self.last_metrics = metrics
         self._update_times.append((time.monotonic(), self.agent.critic_updates))

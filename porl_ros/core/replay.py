@@ -42,6 +42,8 @@ class Batch(NamedTuple):
     terminated: torch.Tensor  # [B], 1.0 where the episode truly ended (no bootstrap)
     # [B] observed discounted return to go, -inf where the episode has not ended yet
     mc_return: Optional[torch.Tensor] = None
+    # [B] the bootstrap's discount, gamma ** steps (n-step batches); None: one step, gamma
+    discount: Optional[torch.Tensor] = None
 
 
 class ReplayBuffer:
@@ -64,6 +66,10 @@ class ReplayBuffer:
         self.size = 0
         self.cursor = 0  # next slot to write
         self.added = 0  # transitions ever added: the insert number of the next one
+        # Insert number of the row that continues each row's episode (-1: none), for n-step
+        # targets; rebuilt from the rows on load, so the file format does not carry it.
+        self._next = np.full(self.capacity, -1, dtype=np.int64)
+        self._latest_of_source: dict[int, int] = {}
         self._watchers: list[Callable[[np.ndarray], None]] = []
 
     def add_watcher(self, callback: Callable[[np.ndarray], None]) -> None:
@@ -107,6 +113,7 @@ class ReplayBuffer:
             source = int(source)
         if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < 2**31:
             raise ValueError(f"source: expected an int in [0, 2**31), got {source!r}")
+        self._next[self.cursor] = -1  # the overwritten row's link goes with it
         row = self._data[self.cursor]
         row[self._cols["obs"]] = o
         row[self._cols["action"]] = a
@@ -120,7 +127,20 @@ class ReplayBuffer:
         self.cursor = (self.cursor + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
+        self._link(source, self.added - 1)
         return self.added - 1
+
+    def _link(self, source: int, number: int) -> None:
+        """Record row `number` as the continuation of its source's previous row when that row is
+        still stored, did not terminate, and ended where this one starts (the same episode)."""
+        previous = self._latest_of_source.get(source)
+        self._latest_of_source[source] = number
+        if previous is None or previous < self.added - self.size:
+            return
+        p, n, c = previous % self.capacity, number % self.capacity, self._cols
+        if self._data[p, c["terminated"].start] == 0.0 and np.array_equal(self._data[n, c["obs"]],
+                                                                          self._data[p, c["next_obs"]]):
+            self._next[p] = number
 
     def set_mc_returns(self, insert_numbers, returns) -> int:
         """Record the observed return to go of earlier transitions, named by the insert numbers
@@ -141,15 +161,47 @@ class ReplayBuffer:
 
     # ---------------------------------------------------------------- reading
     def sample(self, batch_size: int, device: str | torch.device = "cpu",
-               generator: Optional[np.random.Generator] = None) -> Batch:
-        """Uniform sample with replacement (so any batch size works once size >= 1)."""
+               generator: Optional[np.random.Generator] = None, n_step: int = 1, gamma: float = 0.99) -> Batch:
+        """Uniform sample with replacement (so any batch size works once size >= 1); with
+        n_step > 1 each row's n-step return target inputs (see _n_step_batch)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rng = generator if generator is not None else np.random.default_rng()
         idx = rng.integers(0, self.size, size=batch_size)
+        if n_step > 1:
+            return self._n_step_batch(idx, n_step, gamma, device)
         return self.batch_from_rows(torch.from_numpy(self._data[idx]).to(device, non_blocking=True))
+
+    def _n_step_batch(self, idx: np.ndarray, n_step: int, gamma: float, device) -> Batch:
+        """Each sampled row followed for up to n_step rows of its own episode (the links add()
+        made: same source, each row starting where the previous ended, no termination before):
+        the discounted reward sum, the state it ends in and gamma ** steps. An episode's end, a
+        time limit or a continuation already overwritten end the chain there, bootstrapping as
+        one step would; other bridges' rows interleaved in between do not."""
+        c, data = self._cols, self._data
+        slots = np.empty((len(idx), n_step), dtype=np.int64)
+        slots[:, 0] = idx
+        steps = np.ones(len(idx), dtype=np.int64)  # rows in each chain so far
+        going = np.ones(len(idx), dtype=bool)
+        for k in range(1, n_step):
+            following = self._next[slots[:, k - 1]]
+            going &= following >= self.added - self.size  # linked (not -1) and still stored
+            slots[:, k] = np.where(going, following % self.capacity, slots[:, k - 1])
+            steps += going
+        in_chain = np.arange(n_step)[None, :] < steps[:, None]
+        rewards = data[slots, c["reward"].start] * in_chain * (gamma ** np.arange(n_step))[None, :]
+        last = slots[np.arange(len(idx)), steps - 1]
+        first = data[idx]
+
+        def to(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+        return Batch(obs=to(first[:, c["obs"]]), action=to(first[:, c["action"]]),
+                     reward=to(rewards.sum(axis=1)), next_obs=to(data[last, c["next_obs"]]),
+                     terminated=to(data[last, c["terminated"].start]),
+                     mc_return=to(first[:, c["mc_return"].start]), discount=to(gamma ** steps))
 
     def rows(self, slots: np.ndarray) -> np.ndarray:
         """A copy of the stored rows at ring positions `slots` ([len(slots), width] float32)."""
@@ -225,4 +277,6 @@ class ReplayBuffer:
         buf._data[:size] = data
         buf._source[:size] = source
         buf.size, buf.cursor, buf.added = size, cursor, added
+        for number in range(added - size, added):
+            buf._link(int(buf._source[number % capacity]), number)
         return buf
